@@ -1,0 +1,193 @@
+"""Variable-K experts back-end: tokens keep different numbers of experts, dropped slots cost
+nothing.
+
+Input is transformers' experts contract: hidden [T, H], top_k_index [T, K] (sentinel N marks a
+dropped slot, anywhere in the row), top_k_weights [T, K]. Tokens are grouped by expert once
+(a stable sort of the T·K slot ids; sentinels sort last), the matmuls see only the rows of real
+experts (on CPU the sentinel rows are sliced off; on accelerators they lie past the last group
+offset, which grouped_mm never reads, and are zeroed with ``where`` so no uninitialised memory
+can leak), and the weighted rows go back with one scatter.
+
+Weights in every layout transformers declares through ``use_experts_implementation``:
+gate+up concatenated or interleaved (the module's own ``_apply_gate``), transposed or not,
+biases, no gate (``up_proj``), post-expert norm.
+
+Two arithmetic orders, so that keeping every slot reproduces the back-end being replaced bit
+for bit:
+- ``order="expert"`` mirrors transformers' eager loop: one ``F.linear`` per expert, rows in
+  (slot, token) order, outputs added into the hidden dtype expert by expert;
+- ``order="slot"`` mirrors ``grouped_mm``: grouped matmuls, then the K slot outputs of each
+  token summed in slot order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ORDERS = ("expert", "slot")
+_HAS_GROUPED_MM = hasattr(F, "grouped_mm")
+
+
+class GroupedRows:
+    """The slots of one layer call, grouped by expert. S = T·K slots, V = kept slots."""
+
+    def __init__(self, top_k_index: torch.Tensor, num_experts: int, order: str) -> None:
+        t, k = top_k_index.shape
+        if order == "expert":  # eager: rows of an expert in (slot, token) order
+            ids = top_k_index.t().reshape(-1)  # [S] position p = slot*T + token
+            ids_sorted, perm = torch.sort(ids, stable=True)  # [S], sentinel N last
+            token, slot = perm % t, perm // t
+        else:  # grouped_mm: the same sort of the token-major slot ids
+            ids = top_k_index.reshape(-1)  # [S] position p = token*K + slot
+            ids_sorted, perm = torch.sort(ids)
+            token, slot = perm // k, perm % k
+        counts = torch.zeros(num_experts + 1, dtype=torch.long, device=ids.device)
+        counts = counts.scatter_add_(0, ids, torch.ones_like(ids))[:num_experts]  # [N], no host sync
+        self.counts = counts  # rows each expert's matmuls receive
+        self.offsets = counts.cumsum(0).to(torch.int32)  # [N] group ends
+        self.num_tokens, self.num_slots = t, k
+        if top_k_index.device.type == "cpu":
+            n_valid = int(self.offsets[-1]) if num_experts else 0  # free on CPU
+            token, slot, ids_sorted = token[:n_valid], slot[:n_valid], ids_sorted[:n_valid]
+            self.valid = None
+        else:  # no host sync: keep S rows, mask the sentinel tail
+            self.valid = (ids_sorted < num_experts).unsqueeze(-1)  # [S, 1]
+            ids_sorted = ids_sorted.clamp_max(num_experts - 1)
+        self.ids = ids_sorted  # [V] expert of each row (for bias rows)
+        self.token, self.slot = token, slot  # [V], [V]
+
+    def mask(self, rows: torch.Tensor) -> torch.Tensor:
+        """Zero rows past the last group (accelerator path); identity on CPU."""
+        if self.valid is None:
+            return rows
+        return torch.where(self.valid, rows, torch.zeros((), dtype=rows.dtype, device=rows.device))
+
+
+def _weight(experts: nn.Module, up: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if up:
+        name = "gate_up_proj" if experts.has_gate else "up_proj"
+    else:
+        name = "down_proj"
+    w = getattr(experts, name)
+    b = getattr(experts, name + "_bias") if experts.has_bias else None
+    return w, b
+
+
+def _grouped_linear(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, rows: GroupedRows, transposed: bool
+) -> torch.Tensor:
+    """x [V, in] grouped by expert -> [V, out]; w [E, out, in] (or [E, in, out] if transposed)."""
+    wt = w if transposed else w.transpose(-2, -1)  # [E, in, out]
+    use_kernel = _HAS_GROUPED_MM and (
+        x.device.type != "cuda" or torch.cuda.get_device_capability(x.device) >= (8, 0)
+    )
+    if use_kernel:
+        out = F.grouped_mm(x.to(wt.dtype), wt, offs=rows.offsets)
+    else:  # one host sync, as in transformers' own fallback
+        out = torch.zeros(x.shape[0], wt.shape[-1], dtype=wt.dtype, device=x.device)
+        start = 0
+        for e, end in enumerate(rows.offsets.tolist()):
+            if end > start:
+                torch.mm(x[start:end].to(wt.dtype), wt[e], out=out[start:end])
+            start = end
+    if b is not None:
+        out.add_(b[rows.ids])
+    return rows.mask(out)
+
+
+def _expert_mlp_grouped(experts: nn.Module, x: torch.Tensor, rows: GroupedRows) -> torch.Tensor:
+    """Grouped matmuls over all experts at once, as transformers' grouped_mm. [V, H] -> [V, H]."""
+    w, b = _weight(experts, up=True)
+    h = _grouped_linear(x, w, b, rows, experts.is_transposed)
+    h = experts._apply_gate(h) if experts.has_gate else experts.act_fn(h)
+    w, b = _weight(experts, up=False)
+    out = _grouped_linear(h, w, b, rows, experts.is_transposed)
+    return experts.post_expert_norm(out) if experts.has_post_expert_norm else out
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, transposed: bool) -> torch.Tensor:
+    if transposed:  # GPT-OSS eager: x @ W + b
+        out = x @ w
+        return out + b if b is not None else out
+    return F.linear(x, w, b)
+
+
+def _expert_mlp_loop(experts: nn.Module, x: torch.Tensor, rows: GroupedRows) -> torch.Tensor:
+    """One expert at a time, as transformers' eager loop computes it. [V, H] -> [V, H]."""
+    w_up, b_up = _weight(experts, up=True)
+    w_down, b_down = _weight(experts, up=False)
+    hidden_out = w_down.shape[2] if experts.is_transposed else w_down.shape[1]
+    out = torch.zeros(x.shape[0], hidden_out, dtype=torch.promote_types(x.dtype, w_down.dtype), device=x.device)
+    start = 0
+    for e, end in enumerate(rows.offsets.tolist()):  # one host sync, as the eager loop
+        if end > start:
+            h = _linear(x[start:end], w_up[e], b_up[e] if b_up is not None else None, experts.is_transposed)
+            h = experts._apply_gate(h) if experts.has_gate else experts.act_fn(h)
+            y = _linear(h, w_down[e], b_down[e] if b_down is not None else None, experts.is_transposed)
+            out[start:end] = experts.post_expert_norm(y) if experts.has_post_expert_norm else y
+        start = end
+    return out
+
+
+def variable_k_experts_forward(
+    experts: nn.Module,
+    hidden_states: torch.Tensor,
+    top_k_index: torch.Tensor,
+    top_k_weights: torch.Tensor,
+    *,
+    order: str = "slot",
+    row_counter: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """hidden [T, H], index [T, K] (sentinel N = dropped), weights [T, K] -> [T, H].
+
+    ``row_counter`` [N], if given, is increased in place by the rows each expert's matmuls
+    received (no host sync).
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    t, k = top_k_index.shape
+    if t == 0 or k == 0:
+        return torch.zeros_like(hidden_states)
+    n = experts.num_experts
+    rows = GroupedRows(top_k_index, n, order)
+    if row_counter is not None:
+        row_counter.add_(rows.counts)
+    x = rows.mask(hidden_states[rows.token])  # [V, H]
+    mlp = _expert_mlp_loop if order == "expert" else _expert_mlp_grouped
+    out = rows.mask(mlp(experts, x, rows))  # [V, H]
+    w = top_k_weights[rows.token, rows.slot]  # [V]
+    weighted = out * w.unsqueeze(-1)  # [V, H], promoted as the native back-ends promote
+    if order == "expert":
+        final = torch.zeros_like(hidden_states)
+        final.index_add_(0, rows.token, weighted.to(final.dtype))
+        return final
+    buf = weighted.new_zeros(t * k, weighted.shape[-1])  # [T*K, H] token-major, as grouped_mm
+    buf[rows.token * k + rows.slot] = weighted
+    return buf.view(t, k, -1).sum(dim=1).to(hidden_states.dtype)
+
+
+def bind(experts: nn.Module, order: str, row_counter: torch.Tensor | None) -> Callable[..., torch.Tensor]:
+    """A forward for one experts module instance (what ``adaptk.patch`` installs)."""
+
+    def forward(hidden_states, top_k_index, top_k_weights, *args, **kwargs):
+        return variable_k_experts_forward(
+            experts, hidden_states, top_k_index, top_k_weights, order=order, row_counter=row_counter
+        )
+
+    return forward
+
+
+def adaptk_experts_forward(self, hidden_states, top_k_index, top_k_weights):
+    """Entry registered in transformers' ExpertsInterface as "adaptk" (slot order, no counting)."""
+    return variable_k_experts_forward(self, hidden_states, top_k_index, top_k_weights, order="slot")
+
+
+def register_with_transformers() -> None:
+    """Make ``experts_implementation="adaptk"`` selectable in ``from_pretrained``."""
+    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+
+    ALL_EXPERTS_FUNCTIONS.register("adaptk", adaptk_experts_forward)

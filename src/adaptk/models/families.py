@@ -1,0 +1,276 @@
+"""The routing conventions of the transformers MoE families (transformers >= 5).
+
+Each function mirrors the native router's code op for op; comments name the native source.
+A new family that follows an existing convention is one more router class name in a tuple.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adaptk.models.spec import MoEFamily, RouterScores
+
+# ---- shared pieces --------------------------------------------------------------------------
+
+
+def _kept(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Zero the dropped slots. [T, K] -> [T, K]."""
+    return torch.where(keep, values, torch.zeros((), dtype=values.dtype, device=values.device))
+
+
+def _softmax_scores(logits: torch.Tensor, probs: torch.Tensor) -> RouterScores:
+    return RouterScores(logits, probs, probs)
+
+
+def _renormalised_topk(normalize: bool | None, out: str):
+    """Softmax top-k weights: gather the probabilities of the kept experts, optionally divide by
+    their sum (``normalize=None`` reads ``router.norm_topk_prob``), cast to float32 / the logits'
+    dtype / the hidden dtype."""
+
+    def weights(router, s: RouterScores, cand, keep, hidden_dtype):
+        w = _kept(s.probs.gather(1, cand), keep)  # [T, K]
+        if normalize if normalize is not None else router.norm_topk_prob:
+            w = w / w.sum(dim=-1, keepdim=True)
+        if out == "logits":
+            return w.to(s.logits.dtype)
+        if out == "hidden":
+            return w.to(hidden_dtype)
+        return w
+
+    return weights
+
+
+def _logit_softmax(cast_to_hidden: bool):
+    """Softmax over the kept experts' logits (GPT-OSS, GraniteMoE): dropped slots get -inf."""
+
+    def weights(router, s: RouterScores, cand, keep, hidden_dtype):
+        top = s.logits.gather(1, cand)  # [T, K]
+        top = torch.where(keep, top, torch.tensor(float("-inf"), dtype=top.dtype, device=top.device))
+        if cast_to_hidden:  # GraniteMoE: softmax(top_k_logits, dim=-1).type_as(hidden_states)
+            return torch.softmax(top, dim=-1).to(hidden_dtype)
+        return torch.softmax(top, dim=1, dtype=top.dtype)  # GPT-OSS
+
+    return weights
+
+
+# ---- Mixtral, MiniMax: softmax in float32, top-k, always renormalised --------------------
+
+
+def _mixtral_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
+    hidden = hidden.reshape(-1, router.hidden_dim)
+    logits = F.linear(hidden, router.weight)  # [T, N]
+    probs = torch.nn.functional.softmax(logits.float(), dim=-1)
+    return _softmax_scores(logits, probs)
+
+
+MIXTRAL = MoEFamily(
+    name="mixtral",
+    router_classes=("MixtralTopKRouter", "MiniMaxTopKRouter"),
+    scores=_mixtral_scores,
+    weights=_renormalised_topk(True, "float32"),
+)
+
+# ---- Qwen2-MoE, Qwen3-MoE, OLMoE: softmax, top-k, renormalised iff norm_topk_prob -------------
+
+
+def _qwen_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
+    hidden = hidden.reshape(-1, router.hidden_dim)
+    logits = F.linear(hidden, router.weight)  # [T, N]
+    probs = torch.nn.functional.softmax(logits, dtype=torch.float, dim=-1)
+    return _softmax_scores(logits, probs)
+
+
+QWEN = MoEFamily(
+    name="qwen-moe",
+    router_classes=("Qwen2MoeTopKRouter", "Qwen3MoeTopKRouter", "OlmoeTopKRouter"),
+    scores=_qwen_scores,
+    weights=_renormalised_topk(None, "logits"),
+)
+
+# ---- Jamba: softmax, top-k, raw probabilities -------------------------------------------------
+
+
+def _jamba_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
+    logits = F.linear(hidden, router.weight)
+    probs = torch.nn.functional.softmax(logits, dim=-1, dtype=torch.float)
+    return _softmax_scores(logits, probs)
+
+
+JAMBA = MoEFamily(
+    name="jamba",
+    router_classes=("JambaTopKRouter",),
+    scores=_jamba_scores,
+    weights=_renormalised_topk(False, "hidden"),
+    router_attr="router",
+)
+
+# ---- GPT-OSS: top-k over logits (+bias), softmax over the kept ---------------------------------
+
+
+def _gpt_oss_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
+    logits = F.linear(hidden, router.weight, router.bias)  # [T, N]
+    return RouterScores(logits, torch.softmax(logits.float(), dim=-1), logits)
+
+
+GPT_OSS = MoEFamily(
+    name="gpt-oss",
+    router_classes=("GptOssTopKRouter",),
+    scores=_gpt_oss_scores,
+    weights=_logit_softmax(cast_to_hidden=False),
+    router_attr="router",
+)
+
+# ---- GraniteMoE: float32 logits, top-k over logits, softmax over the kept ---------------------
+
+
+def _granite_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
+    logits = F.linear(hidden, router.weight).float()  # [T, N]
+    return RouterScores(logits, torch.softmax(logits, dim=-1), logits)
+
+
+GRANITE = MoEFamily(
+    name="granitemoe",
+    router_classes=("GraniteMoeTopKRouter",),
+    scores=_granite_scores,
+    weights=_logit_softmax(cast_to_hidden=True),
+    router_attr="router",
+)
+
+# ---- DeepSeek-V2: float32 softmax, greedy or group-limited greedy, scaled, unsorted -------------
+
+
+def _deepseek_v2_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
+    hidden = hidden.view(-1, router.hidden_dim)
+    logits = F.linear(hidden.type(torch.float32), router.weight.type(torch.float32))
+    probs = logits.softmax(dim=-1, dtype=torch.float32)
+    rank = probs
+    if router.topk_method == "group_limited_greedy":
+        n, g = router.num_experts, router.num_group
+        group_scores = probs.view(-1, g, n // g).max(dim=-1).values  # [T, G]
+        group_idx = torch.topk(group_scores, k=router.topk_group, dim=-1, sorted=False)[1]
+        group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+        score_mask = group_mask.unsqueeze(-1).expand(-1, g, n // g).reshape(-1, n)
+        rank = probs.masked_fill(~score_mask.bool(), 0.0)
+    elif router.topk_method != "greedy":
+        raise NotImplementedError(f"DeepSeek-V2 topk_method {router.topk_method!r} is not supported")
+    return RouterScores(logits, probs, rank)
+
+
+def _deepseek_v2_weights(router, s: RouterScores, cand, keep, hidden_dtype):
+    return _kept(s.rank.gather(1, cand), keep) * router.routed_scaling_factor
+
+
+DEEPSEEK_V2 = MoEFamily(
+    name="deepseek-v2",
+    router_classes=("DeepseekV2TopkRouter",),
+    scores=_deepseek_v2_scores,
+    weights=_deepseek_v2_weights,
+    sorted_topk=False,
+)
+
+# ---- DeepSeek-V3, GLM-4-MoE: sigmoid scores + correction bias, group-limited, scaled ----------
+
+
+def _sigmoid_group_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
+    hidden = hidden.view(-1, router.hidden_dim)
+    logits = F.linear(hidden.type(torch.float32), router.weight.type(torch.float32))
+    scores = logits.sigmoid()  # [T, N]
+    choice = scores + router.e_score_correction_bias
+    n, g = router.num_experts, router.num_group
+    group_scores = choice.view(-1, g, n // g).topk(2, dim=-1)[0].sum(dim=-1)  # [T, G]
+    group_idx = torch.topk(group_scores, k=router.topk_group, dim=-1, sorted=False)[1]
+    group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+    score_mask = group_mask.unsqueeze(-1).expand(-1, g, n // g).reshape(-1, n)
+    choice = choice.masked_fill(~score_mask.bool(), float("-inf"))
+    # entropy distribution: the sigmoid scores normalised to sum 1 (before bias and group limits)
+    probs = scores / scores.sum(dim=-1, keepdim=True)
+    return RouterScores(logits, probs, choice)
+
+
+def _sigmoid_weights(router, s: RouterScores, cand, keep, hidden_dtype):
+    scores = s.logits.sigmoid()
+    w = _kept(scores.gather(1, cand), keep)  # [T, K]
+    if router.norm_topk_prob:
+        w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
+    return w * router.routed_scaling_factor
+
+
+DEEPSEEK_V3 = MoEFamily(
+    name="deepseek-v3",
+    router_classes=("DeepseekV3TopkRouter", "Glm4MoeTopkRouter"),
+    scores=_sigmoid_group_scores,
+    weights=_sigmoid_weights,
+    sorted_topk=False,
+    distribution="sigmoid scores normalised to sum 1 (before bias and group limits)",
+)
+
+# ---- ERNIE-4.5-MoE: float32 softmax, ranked with the statics bias, renormalised (clamped) ------
+
+
+def _ernie_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        logits = F.linear(hidden.float(), router.weight.float())
+        probs = F.softmax(logits, dim=1, dtype=torch.float)
+        rank = router.moe_statics(probs)
+    return RouterScores(logits, probs, rank)
+
+
+def _ernie_weights(router, s: RouterScores, cand, keep, hidden_dtype):
+    w = _kept(torch.gather(s.probs, dim=-1, index=cand), keep)
+    w = w / torch.clamp(w.sum(dim=-1, keepdim=True), min=router.norm_min)
+    return w.to(hidden_dtype)
+
+
+ERNIE = MoEFamily(
+    name="ernie4.5-moe",
+    router_classes=("Ernie4_5_MoeTopKRouter",),
+    scores=_ernie_scores,
+    weights=_ernie_weights,
+)
+
+# ---- PhiMoE: sparsemixer (inference path), generalised from 2 slots to K ----------------------
+
+
+def _phimoe_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
+    logits = nn.Linear.forward(router, hidden)  # [T, N]
+    return RouterScores(logits, torch.softmax(logits.float(), dim=-1), logits)
+
+
+def _phimoe_weights(router, s: RouterScores, cand, keep, hidden_dtype):
+    """Slot j: softmax over the logits not yet selected and within the jitter band of the best
+    remaining one, read at the j-th selected expert (sparsemixer, training=False)."""
+    scores, eps = s.logits, router.router_jitter_noise
+    masked = scores
+    out = []
+    for j in range(cand.shape[-1]):
+        sel = cand[:, j : j + 1]  # [T, 1]
+        threshold = masked.max(dim=-1, keepdim=True).values
+        factor = scores.abs().clamp(min=threshold)
+        band = ((threshold - scores) / factor) > (2 * eps)
+        gates = torch.softmax(masked.masked_fill(band, float("-inf")), dim=-1)
+        out.append(gates.gather(dim=-1, index=sel))
+        masked = torch.scatter(masked, -1, sel, float("-inf"))
+    return _kept(torch.concat(out, dim=-1), keep)
+
+
+PHIMOE = MoEFamily(
+    name="phimoe",
+    router_classes=("PhimoeTopKRouter",),
+    scores=_phimoe_scores,
+    weights=_phimoe_weights,
+    router_attr="router",
+)
+
+FAMILIES: tuple[MoEFamily, ...] = (
+    MIXTRAL,
+    QWEN,
+    JAMBA,
+    GPT_OSS,
+    GRANITE,
+    DEEPSEEK_V2,
+    DEEPSEEK_V3,
+    ERNIE,
+    PHIMOE,
+)

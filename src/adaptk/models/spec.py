@@ -1,0 +1,57 @@
+"""What adaptk must know about one transformers MoE family, declared once.
+
+A family names its router classes, where the router and the experts sit in the MoE block, and
+two functions that mirror the model's own router arithmetic op for op (so that keeping the
+native k reproduces the unpatched model bit for bit):
+
+- ``scores(router, hidden [T, H]) -> RouterScores``: the logits the router returns, the full
+  routing distribution over all N experts (float32, rows sum to 1, used for entropy and by
+  policies) and the scores the model ranks experts by (its top-k input).
+- ``weights(router, scores, candidates [T, K], keep [T, K], hidden_dtype) -> [T, K]``: the
+  weights of the kept experts under the model's convention (renormalised or raw, softmax over
+  the kept logits, scaling factors), zero where not kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class RouterScores(NamedTuple):
+    logits: torch.Tensor  # [T, N] exactly what the native router returns first
+    probs: torch.Tensor  # [T, N] float32 full routing distribution
+    rank: torch.Tensor  # [T, N] what the model's top-k ranks
+
+
+ScoresFn = Callable[[nn.Module, torch.Tensor], RouterScores]
+WeightsFn = Callable[[nn.Module, RouterScores, torch.Tensor, torch.Tensor, torch.dtype], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MoEFamily:
+    """One declaration per routing convention; ``router_classes`` lists the transformers router
+    classes (by class name) that follow it."""
+
+    name: str
+    router_classes: tuple[str, ...]
+    scores: ScoresFn
+    weights: WeightsFn
+    sorted_topk: bool = True
+    router_attr: str = "gate"
+    experts_attr: str = "experts"
+    distribution: str = "softmax over the router logits"
+
+    def __post_init__(self) -> None:
+        if not self.router_classes:
+            raise ValueError(f"family {self.name!r} must name at least one router class")
+
+    def num_experts(self, router: nn.Module) -> int:
+        return int(router.num_experts)
+
+    def native_k(self, router: nn.Module) -> int:
+        return int(router.top_k)

@@ -1,0 +1,158 @@
+"""``adaptk.patch(model, policy)``: route every MoE layer of one model instance through a policy.
+
+Only the instance handed in changes: each MoE layer's router and experts module gets an
+instance-level ``forward`` (or, under an accelerate device hook, its ``_old_forward``), and
+``unpatch()`` puts back exactly what was there. Nothing is patched at import.
+
+The patched router computes the model's own scores (``MoEFamily.scores``), lets the policy pick
+k per token, keeps the model's own top-k experts of that many and weights them by the model's
+convention; dropped slots carry the sentinel index N and weight 0. The patched experts module
+runs adaptk's variable-K back-end, which never multiplies a dropped slot and counts the rows
+each expert's matmuls receive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from adaptk.errors import PatchError, RoutingInputError
+from adaptk.experts.variable_k import bind as bind_experts
+from adaptk.experts.variable_k import register_with_transformers
+from adaptk.models.registry import MoELayer, find_moe_layers
+from adaptk.routing.policies import Policy
+from adaptk.routing.select import decide
+from adaptk.stats import LayerStats, PatchReport
+
+log = logging.getLogger(__name__)
+_MISSING = object()
+_MARK = "_adaptk_patch"
+CHECK_MODES = ("auto", "eager", "deferred")
+
+
+def _forward_slot(module: nn.Module) -> str:
+    """accelerate's device hooks wrap ``forward`` and call ``_old_forward``: patch under them."""
+    return "_old_forward" if hasattr(module, "_hf_hook") and "_old_forward" in module.__dict__ else "forward"
+
+
+class _Installed:
+    """One replaced forward, and how to undo it."""
+
+    def __init__(self, module: nn.Module, fn: Callable[..., Any]) -> None:
+        self.module, self.slot = module, _forward_slot(module)
+        self.saved = module.__dict__.get(self.slot, _MISSING)
+        setattr(module, self.slot, fn)
+
+    def undo(self) -> None:
+        if self.saved is _MISSING:
+            delattr(self.module, self.slot)
+        else:
+            setattr(self.module, self.slot, self.saved)
+
+
+def _experts_order(experts: nn.Module) -> str:
+    """Mirror the arithmetic order of the back-end the model was configured with."""
+    impl = getattr(getattr(experts, "config", None), "_experts_implementation", None)
+    return "expert" if impl == "eager" else "slot"
+
+
+def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats, check: str) -> Callable[..., Any]:
+    router, family = layer.router, layer.family
+    native_k, index, name = layer.native_k, layer.index, layer.name
+
+    def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
+        scores = family.scores(router, hidden_states)
+        bad = ~torch.isfinite(scores.logits).all(dim=-1)  # [T]
+        if check == "eager" and bool(bad.any()):
+            raise RoutingInputError(
+                f"MoE layer {index} ({name}): router logits hold NaN or Inf for {int(bad.sum())} of "
+                f"{bad.shape[0]} tokens; adaptk will not route them. Check the weights and inputs "
+                "(fp16 overflow is a common cause: try bfloat16 or float32)."
+            )
+        stats.nonfinite += bad.sum()
+        sel = decide(policy, scores.probs, scores.rank, layer=index, native_k=native_k,
+                     sorted_topk=family.sorted_topk)
+        weights = family.weights(router, scores, sel.candidates, sel.keep, hidden_states.dtype)
+        stats.update(sel.entropy, sel.k, sel.indices)
+        return scores.logits, weights, sel.indices
+
+    return forward
+
+
+class PatchHandle:
+    """What ``patch`` returns: a context manager whose exit (or ``unpatch()``) restores the model."""
+
+    def __init__(self, model: nn.Module, policy: Policy, layers: list[MoELayer], check: str) -> None:
+        self.model, self.policy, self.layers = model, policy, layers
+        self._stats: list[LayerStats] = []
+        self._installed: list[_Installed] = []
+        for layer in layers:
+            device = layer.router.weight.device
+            stats = LayerStats(layer.index, layer.name, layer.num_experts, layer.native_k,
+                               policy.kmax(layer.native_k), device)
+            self._stats.append(stats)
+            self._installed.append(_Installed(layer.router, _routed_forward(layer, policy, stats, check)))
+            order = _experts_order(layer.experts)
+            self._installed.append(
+                _Installed(layer.experts, bind_experts(layer.experts, order, stats.matmul_rows))
+            )
+        setattr(model, _MARK, self)
+
+    @property
+    def active(self) -> bool:
+        return getattr(self.model, _MARK, None) is self
+
+    def stats(self) -> PatchReport:
+        """Per-layer statistics since the patch or the last ``reset_stats()``."""
+        return PatchReport([s.report() for s in self._stats])
+
+    def reset_stats(self) -> None:
+        for s in self._stats:
+            s.reset()
+
+    def unpatch(self) -> None:
+        """Restore every replaced forward; the model computes exactly as before the patch."""
+        if not self.active:
+            raise PatchError("this patch is not in place (already unpatched?)")
+        for inst in reversed(self._installed):
+            inst.undo()
+        delattr(self.model, _MARK)
+
+    def __enter__(self) -> PatchHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            self.unpatch()
+
+
+def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto") -> PatchHandle:
+    """Route every MoE layer of ``model`` through ``policy``; returns a ``PatchHandle``.
+
+    ``check_finite``: "eager" raises ``RoutingInputError`` at once on NaN/Inf router logits (one
+    host sync per layer); "deferred" only counts such tokens in ``stats()`` (no sync, for
+    accelerators); "auto" is eager on CPU and deferred elsewhere.
+    """
+    if not isinstance(policy, Policy):
+        raise TypeError(
+            f"policy must be an adaptk policy (FixedTopK, EntropyThreshold, TopP, RatioSkip, ...), "
+            f"got {type(policy).__name__}"
+        )
+    if check_finite not in CHECK_MODES:
+        raise ValueError(f"check_finite must be one of {CHECK_MODES}, got {check_finite!r}")
+    if getattr(model, _MARK, None) is not None:
+        raise PatchError("this model is already patched by adaptk; unpatch() it first")
+    layers = find_moe_layers(model)
+    for layer in layers:
+        policy.validate_for(len(layers), layer.num_experts, layer.native_k)
+    if check_finite == "auto":
+        on_cpu = all(layer.router.weight.device.type == "cpu" for layer in layers)
+        check_finite = "eager" if on_cpu else "deferred"
+    if model.training:
+        log.warning("adaptk routes deterministically; the router's training-time noise/sampling is not applied")
+    register_with_transformers()
+    return PatchHandle(model, policy, layers, check_finite)

@@ -1,0 +1,300 @@
+"""Routing policies: how many experts each token keeps.
+
+A policy sees, for one MoE layer, the router's full distribution over the N experts and the
+probabilities of the experts in the model's own ranking order, and returns k per token. Which
+experts are kept is always the model's own ranking (its top-k rule, group limits, biases); the
+policy decides only how many. Shapes: T tokens, N experts, K = the policy's ``kmax``.
+
+Policies are frozen dataclasses validated in ``__post_init__``; ``to_dict``/``policy_from_dict``
+round-trip them through the registry ``POLICIES`` so that policy files stay loadable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from adaptk.errors import PolicyError
+from adaptk.routing.entropy import routing_entropy, tempered
+from adaptk.routing.select import RoutingDecision, decide
+
+POLICIES: dict[str, type[Policy]] = {}
+
+
+def register_policy(cls: type[Policy]) -> type[Policy]:
+    """Class decorator: make a policy loadable by name from a policy file."""
+    POLICIES[cls.name] = cls
+    return cls
+
+
+def policy_from_dict(data: dict[str, Any]) -> Policy:
+    """Build a policy from ``Policy.to_dict()`` output."""
+    if not isinstance(data, dict) or "rule" not in data:
+        raise PolicyError(f"a policy must be a mapping with a 'rule' key, got {data!r}")
+    rule = data["rule"]
+    if rule not in POLICIES:
+        raise PolicyError(f"unknown policy rule {rule!r}; known rules: {sorted(POLICIES)}")
+    params = {k: v for k, v in data.items() if k != "rule"}
+    try:
+        return POLICIES[rule](**params)
+    except TypeError as exc:
+        raise PolicyError(f"bad parameters for policy {rule!r}: {exc}") from exc
+
+
+def _pick(values: tuple, layer: int, what: str) -> Any:
+    """Layer ``layer``'s entry of a per-layer parameter list."""
+    if layer >= len(values):
+        raise PolicyError(
+            f"{what} has {len(values)} per-layer entries but MoE layer {layer} was routed; "
+            "give one entry per MoE layer of the model"
+        )
+    return values[layer]
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+class Policy:
+    """Base class. Subclasses define ``name``, ``kmax`` and ``choose_k``."""
+
+    name: ClassVar[str] = "policy"
+
+    def kmax(self, native_k: int | None) -> int:
+        raise NotImplementedError
+
+    def choose_k(
+        self, probs: torch.Tensor, ranked: torch.Tensor, layer: int, native_k: int | None
+    ) -> torch.Tensor:
+        """probs [T, N] f32, ranked [T, K] f32 (probabilities in ranking order) -> k [T] int64."""
+        raise NotImplementedError
+
+    def per_layer_count(self) -> int | None:
+        """How many MoE layers per-layer parameters were given for (None: shared by all)."""
+        return None
+
+    def validate_for(self, num_layers: int, num_experts: int, native_k: int | None) -> None:
+        """Raise ``PolicyError`` if this policy cannot route a model of this shape."""
+        kmax = self.kmax(native_k)
+        if kmax > num_experts:
+            raise PolicyError(
+                f"{self.name} keeps up to {kmax} experts but the layer has only {num_experts}; "
+                f"use k values of at most {num_experts}"
+            )
+        count = self.per_layer_count()
+        if count is not None and count != num_layers:
+            raise PolicyError(
+                f"{self.name} has per-layer parameters for {count} MoE layers but the model has "
+                f"{num_layers}; give exactly one entry per MoE layer"
+            )
+
+    def __call__(
+        self,
+        probs: torch.Tensor,
+        layer: int = 0,
+        native_k: int | None = None,
+        renormalize: bool = True,
+    ) -> RoutingDecision:
+        """Route a distribution [T, N] on its own (ranking = the probabilities).
+
+        Returns indices [T, K] (highest weight first, sentinel N beyond k), weights [T, K]
+        (renormalised over the kept experts unless ``renormalize=False``), k [T], entropy [T].
+        """
+        if probs.dim() != 2:
+            raise PolicyError(f"probs must be [tokens, experts], got shape {tuple(probs.shape)}")
+        self.validate_for(max(layer + 1, self.per_layer_count() or 0), probs.shape[-1], native_k)
+        p = probs.float()
+        decision = decide(self, p, p, layer=layer, native_k=native_k, sorted_topk=True)
+        vals = p.gather(1, decision.indices.clamp_max(p.shape[-1] - 1))
+        vals = torch.where(decision.keep, vals, 0.0)
+        if renormalize:
+            vals = vals / vals.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        return RoutingDecision(decision.indices, vals, decision.k, decision.entropy)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"rule": self.name}
+        for key, value in asdict(self).items():  # type: ignore[call-overload]
+            out[key] = _to_lists(value)
+        return out
+
+
+def _to_lists(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_to_lists(v) for v in value]
+    return value
+
+
+@register_policy
+@dataclass(frozen=True)
+class FixedTopK(Policy):
+    """The baseline: every token keeps its top ``k`` experts."""
+
+    name: ClassVar[str] = "fixed_top_k"
+    k: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise PolicyError(f"FixedTopK needs an integer k >= 1, got {self.k!r}")
+
+    def kmax(self, native_k: int | None) -> int:
+        return self.k
+
+    def choose_k(self, probs, ranked, layer, native_k):
+        return torch.full((probs.shape[0],), self.k, dtype=torch.long, device=probs.device)
+
+
+@register_policy
+@dataclass(frozen=True)
+class EntropyThreshold(Policy):
+    """The paper's rule (§3.3, §4): k = k_values[i] for the first i with H < thresholds[i],
+    else k_values[-1].
+
+    ``thresholds`` holds len(k_values) - 1 non-decreasing entropies in nats, or one such list
+    per MoE layer. ``temperature`` τ re-tempers the distribution before the entropy is taken
+    (softmax(logits / τ) for softmax routers, §2.2); the experts kept and their weights are not
+    changed by τ.
+    """
+
+    name: ClassVar[str] = "entropy_threshold"
+    k_values: tuple[int, ...]
+    thresholds: tuple[float, ...] | tuple[tuple[float, ...], ...]
+    temperature: float = 1.0
+    _table: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "k_values", _freeze(self.k_values))
+        object.__setattr__(self, "thresholds", _freeze(self.thresholds))
+        kv = self.k_values
+        if not kv or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in kv):
+            raise PolicyError(f"k_values must be a non-empty list of integers >= 1, got {kv!r}")
+        if any(b <= a for a, b in zip(kv, kv[1:])):
+            raise PolicyError(f"k_values must be strictly increasing, got {list(kv)}")
+        if not (isinstance(self.temperature, int | float) and self.temperature > 0):
+            raise PolicyError(f"temperature must be > 0, got {self.temperature!r}")
+        rows = self.thresholds if self._is_per_layer() else (self.thresholds,)
+        for i, row in enumerate(rows):
+            where = f" (layer {i})" if self._is_per_layer() else ""
+            if len(row) != len(kv) - 1:
+                raise PolicyError(
+                    f"EntropyThreshold with k_values {list(kv)} needs {len(kv) - 1} thresholds"
+                    f"{where}, got {len(row)}: threshold i separates k_values[i] from k_values[i+1]"
+                )
+            if any(not isinstance(t, int | float) or math.isnan(t) for t in row):
+                raise PolicyError(f"thresholds must be numbers{where}, got {list(row)}")
+            if any(b < a for a, b in zip(row, row[1:])):
+                raise PolicyError(f"thresholds must be non-decreasing{where}, got {list(row)}")
+
+    def _is_per_layer(self) -> bool:
+        return bool(self.thresholds) and isinstance(self.thresholds[0], tuple)
+
+    @classmethod
+    def from_fractions(
+        cls,
+        k_values: Sequence[int],
+        alphas: Sequence[float],
+        num_experts: int,
+        temperature: float = 1.0,
+    ) -> EntropyThreshold:
+        """Theory-based thresholds θ_i = α_i · log N (§4.2.1)."""
+        if num_experts < 2:
+            raise PolicyError(f"num_experts must be >= 2, got {num_experts}")
+        log_n = math.log(num_experts)
+        return cls(tuple(k_values), tuple(float(a) * log_n for a in alphas), temperature)
+
+    def kmax(self, native_k: int | None) -> int:
+        return self.k_values[-1]
+
+    def per_layer_count(self) -> int | None:
+        return len(self.thresholds) if self._is_per_layer() else None
+
+    def layer_thresholds(self, layer: int) -> tuple[float, ...]:
+        return _pick(self.thresholds, layer, "thresholds") if self._is_per_layer() else self.thresholds
+
+    def choose_k(self, probs, ranked, layer, native_k):
+        p = tempered(probs, float(self.temperature))
+        h = routing_entropy(p)  # [T]
+        key = (probs.device, layer)
+        if key not in self._table:
+            th = torch.tensor(self.layer_thresholds(layer), dtype=torch.float32, device=probs.device)
+            kv = torch.tensor(self.k_values, dtype=torch.long, device=probs.device)
+            self._table[key] = (th, kv)
+        th, kv = self._table[key]
+        # first i with H < th[i] == number of thresholds <= H (thresholds non-decreasing)
+        level = (h.unsqueeze(-1) >= th).sum(dim=-1)  # [T]
+        return kv[level]
+
+
+@register_policy
+@dataclass(frozen=True)
+class TopP(Policy):
+    """Post-hoc top-p: the smallest set of top-ranked experts whose probability reaches ``p``,
+    clamped to [min_k, max_k] (max_k defaults to the model's native k)."""
+
+    name: ClassVar[str] = "top_p"
+    p: float
+    min_k: int = 1
+    max_k: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.p, int | float) or not 0.0 < self.p <= 1.0:
+            raise PolicyError(f"TopP needs 0 < p <= 1, got {self.p!r}")
+        if not isinstance(self.min_k, int) or self.min_k < 1:
+            raise PolicyError(f"min_k must be an integer >= 1, got {self.min_k!r}")
+        if self.max_k is not None and (not isinstance(self.max_k, int) or self.max_k < self.min_k):
+            raise PolicyError(f"max_k must be an integer >= min_k={self.min_k}, got {self.max_k!r}")
+
+    def kmax(self, native_k: int | None) -> int:
+        if self.max_k is not None:
+            return self.max_k
+        if native_k is None:
+            raise PolicyError("TopP without max_k needs the model's native k: pass max_k=")
+        return max(native_k, self.min_k)
+
+    def choose_k(self, probs, ranked, layer, native_k):
+        cum = ranked.cumsum(dim=-1)  # [T, K]
+        k = (cum < self.p).sum(dim=-1) + 1  # first prefix whose mass reaches p
+        return k.clamp(self.min_k, ranked.shape[-1])
+
+
+@register_policy
+@dataclass(frozen=True)
+class RatioSkip(Policy):
+    """Ratio skipping of "Not All Experts are Equal" (Lu et al. 2024): keep the top expert, and
+    each later one of the top max_k whose weight is at least ``beta`` times the top one's.
+
+    ``beta`` is one number or one per MoE layer (the paper sets it per layer).
+    """
+
+    name: ClassVar[str] = "ratio_skip"
+    beta: float | tuple[float, ...]
+    max_k: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "beta", _freeze(self.beta))
+        betas = self.beta if isinstance(self.beta, tuple) else (self.beta,)
+        if not betas or any(not isinstance(b, int | float) or not 0.0 <= b <= 1.0 for b in betas):
+            raise PolicyError(f"RatioSkip needs 0 <= beta <= 1 (one value or one per layer), got {self.beta!r}")
+        if self.max_k is not None and (not isinstance(self.max_k, int) or self.max_k < 1):
+            raise PolicyError(f"max_k must be an integer >= 1, got {self.max_k!r}")
+
+    def kmax(self, native_k: int | None) -> int:
+        if self.max_k is not None:
+            return self.max_k
+        if native_k is None:
+            raise PolicyError("RatioSkip without max_k needs the model's native k: pass max_k=")
+        return native_k
+
+    def per_layer_count(self) -> int | None:
+        return len(self.beta) if isinstance(self.beta, tuple) else None
+
+    def choose_k(self, probs, ranked, layer, native_k):
+        beta = float(_pick(self.beta, layer, "beta") if isinstance(self.beta, tuple) else self.beta)
+        keep_more = ranked[:, 1:] >= beta * ranked[:, :1]  # [T, K-1]
+        # keep a prefix: stop at the first expert below the ratio
+        return 1 + keep_more.long().cumprod(dim=-1).sum(dim=-1)

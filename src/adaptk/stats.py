@@ -1,0 +1,142 @@
+"""Per-layer routing statistics collected while a patched model runs.
+
+Counters live on the layer's device and are updated in place (no host sync); ``report()``
+copies them out once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """What one MoE layer did since the patch (or the last ``reset``)."""
+
+    layer: int
+    name: str
+    num_experts: int
+    native_k: int
+    tokens: int
+    entropy_mean: float  # nats
+    entropy_std: float
+    k_histogram: list[int]  # k_histogram[k] = tokens that kept k experts
+    average_k: float
+    expert_counts: list[int]  # tokens routed to each expert (router decisions)
+    executed_pairs: int  # expert-token rows counted inside the expert matmuls
+    native_pairs: int  # tokens x native k: what the unpatched model runs
+    nonfinite_tokens: int
+
+    @property
+    def compute_fraction(self) -> float:
+        return self.executed_pairs / self.native_pairs if self.native_pairs else float("nan")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "compute_fraction": self.compute_fraction}
+
+
+class LayerStats:
+    """Running counters of one layer (state, so a class)."""
+
+    def __init__(self, layer: int, name: str, num_experts: int, native_k: int, kmax: int, device) -> None:
+        self.layer, self.name = layer, name
+        self.num_experts, self.native_k, self.kmax = num_experts, native_k, kmax
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        z = lambda n, dt=torch.long: torch.zeros(n, dtype=dt, device=self.device)  # noqa: E731
+        self.tokens = z(())
+        self.entropy_sum = z((), torch.float64)
+        self.entropy_sumsq = z((), torch.float64)
+        self.k_hist = z(self.kmax + 1)
+        self.expert_counts = z(self.num_experts)
+        self.matmul_rows = z(self.num_experts)
+        self.nonfinite = z(())
+
+    @torch.no_grad()
+    def update(self, entropy: torch.Tensor, k: torch.Tensor, indices: torch.Tensor) -> None:
+        """entropy [T] f32, k [T] int64, indices [T, K] (sentinel N where dropped)."""
+        self.tokens += entropy.shape[0]
+        e = entropy.double()
+        self.entropy_sum += e.sum()
+        self.entropy_sumsq += (e * e).sum()
+        self.k_hist.scatter_add_(0, k, torch.ones_like(k))
+        flat = indices.reshape(-1)
+        counts = torch.zeros(self.num_experts + 1, dtype=torch.long, device=flat.device)
+        self.expert_counts += counts.scatter_add_(0, flat, torch.ones_like(flat))[: self.num_experts]
+
+    def report(self) -> LayerReport:
+        tokens = int(self.tokens)
+        mean = float(self.entropy_sum) / tokens if tokens else float("nan")
+        var = float(self.entropy_sumsq) / tokens - mean * mean if tokens else float("nan")
+        hist = self.k_hist.tolist()
+        return LayerReport(
+            layer=self.layer,
+            name=self.name,
+            num_experts=self.num_experts,
+            native_k=self.native_k,
+            tokens=tokens,
+            entropy_mean=mean,
+            entropy_std=max(var, 0.0) ** 0.5 if tokens else float("nan"),
+            k_histogram=hist,
+            average_k=sum(i * c for i, c in enumerate(hist)) / tokens if tokens else float("nan"),
+            expert_counts=self.expert_counts.tolist(),
+            executed_pairs=int(self.matmul_rows.sum()),
+            native_pairs=tokens * self.native_k,
+            nonfinite_tokens=int(self.nonfinite),
+        )
+
+
+@dataclass(frozen=True)
+class PatchReport:
+    """All layers, plus the totals a user asks for first."""
+
+    layers: list[LayerReport]
+
+    @property
+    def tokens(self) -> int:
+        return self.layers[0].tokens if self.layers else 0
+
+    @property
+    def average_k(self) -> float:
+        toks = sum(r.tokens for r in self.layers)
+        return sum(r.average_k * r.tokens for r in self.layers) / toks if toks else float("nan")
+
+    @property
+    def executed_pairs(self) -> int:
+        return sum(r.executed_pairs for r in self.layers)
+
+    @property
+    def native_pairs(self) -> int:
+        return sum(r.native_pairs for r in self.layers)
+
+    @property
+    def compute_fraction(self) -> float:
+        return self.executed_pairs / self.native_pairs if self.native_pairs else float("nan")
+
+    def to_dict(self) -> dict:
+        return {
+            "average_k": self.average_k,
+            "executed_pairs": self.executed_pairs,
+            "native_pairs": self.native_pairs,
+            "compute_fraction": self.compute_fraction,
+            "layers": [r.to_dict() for r in self.layers],
+        }
+
+    def table(self) -> str:
+        """A plain-text table, one row per layer."""
+        head = f"{'layer':>5} {'tokens':>8} {'H mean':>7} {'H std':>6} {'avg k':>6} {'compute':>8}  k histogram"
+        rows = [head]
+        for r in self.layers:
+            rows.append(
+                f"{r.layer:>5} {r.tokens:>8} {r.entropy_mean:>7.3f} {r.entropy_std:>6.3f} "
+                f"{r.average_k:>6.3f} {r.compute_fraction:>8.3f}  {r.k_histogram}"
+            )
+        rows.append(
+            f"total: average k {self.average_k:.3f}, executed {self.executed_pairs} of "
+            f"{self.native_pairs} expert-token pairs (compute fraction {self.compute_fraction:.3f})"
+        )
+        return "\n".join(rows)
