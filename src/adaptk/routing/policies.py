@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -118,9 +118,10 @@ class Policy:
         return RoutingDecision(decision.indices, vals, decision.k, decision.entropy)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"rule": self.name}
-        for key, value in asdict(self).items():  # type: ignore[call-overload]
-            out[key] = _to_lists(value)
+        out: dict[str, Any] = {"rule": self.name}
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.init:
+                out[f.name] = _to_lists(getattr(self, f.name))
         return out
 
 
