@@ -37,6 +37,7 @@ class GroupedRows:
 
     def __init__(self, top_k_index: torch.Tensor, num_experts: int, order: str) -> None:
         t, k = top_k_index.shape
+        top_k_index = top_k_index.clamp_max(num_experts)  # any id >= N is a sentinel (as expert parallelism)
         if order == "expert":  # eager: rows of an expert in (slot, token) order
             ids = top_k_index.t().reshape(-1)  # [S] position p = slot*T + token
             ids_sorted, perm = torch.sort(ids, stable=True)  # [S], sentinel N last

@@ -1,7 +1,9 @@
 """The routing conventions of the transformers MoE families (transformers >= 5).
 
 Each function mirrors the native router's code op for op; comments name the native source.
-A new family that follows an existing convention is one more router class name in a tuple.
+A new family that follows an existing convention is one more router class name in a tuple: the
+first class of each tuple is the reference, and tests/models/test_families.py checks that every
+other class listed has the same ``forward`` code in the installed transformers.
 """
 
 from __future__ import annotations
@@ -84,7 +86,17 @@ def _qwen_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
 
 QWEN = MoEFamily(
     name="qwen-moe",
-    router_classes=("Qwen2MoeTopKRouter", "Qwen3MoeTopKRouter", "OlmoeTopKRouter"),
+    router_classes=(
+        "Qwen2MoeTopKRouter",
+        "Qwen3MoeTopKRouter",
+        "OlmoeTopKRouter",
+        "FlexOlmoTopKRouter",
+        "MellumTopKRouter",
+        "Qwen3NextTopKRouter",
+        "Qwen3OmniMoeThinkerTextTopKRouter",
+        "Qwen3OmniMoeTalkerTextTopKRouter",
+        "Qwen4ExpTextTopKRouter",
+    ),
     scores=_qwen_scores,
     weights=_renormalised_topk(None, "logits"),
 )
@@ -132,7 +144,12 @@ def _granite_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
 
 GRANITE = MoEFamily(
     name="granitemoe",
-    router_classes=("GraniteMoeTopKRouter",),
+    router_classes=(
+        "GraniteMoeTopKRouter",
+        "GraniteMoeSWATopKRouter",
+        "GraniteMoeHybridTopKRouter",
+        "GraniteMoeSharedTopKRouter",
+    ),
     scores=_granite_scores,
     weights=_logit_softmax(cast_to_hidden=True),
     router_attr="router",
@@ -164,7 +181,7 @@ def _deepseek_v2_weights(router, s: RouterScores, cand, keep, hidden_dtype):
 
 DEEPSEEK_V2 = MoEFamily(
     name="deepseek-v2",
-    router_classes=("DeepseekV2TopkRouter",),
+    router_classes=("DeepseekV2TopkRouter", "DeepseekOcr2TextTopkRouter", "UnlimitedOcrTextTopkRouter"),
     scores=_deepseek_v2_scores,
     weights=_deepseek_v2_weights,
     sorted_topk=False,
@@ -199,7 +216,24 @@ def _sigmoid_weights(router, s: RouterScores, cand, keep, hidden_dtype):
 
 DEEPSEEK_V3 = MoEFamily(
     name="deepseek-v3",
-    router_classes=("DeepseekV3TopkRouter", "Glm4MoeTopkRouter"),
+    router_classes=(
+        "DeepseekV3TopkRouter",
+        "Glm4MoeTopkRouter",
+        "AXK1TopkRouter",
+        "BailingHybridTopkRouter",
+        "DeepseekV32TopkRouter",
+        "Dots1TopkRouter",
+        "Dots3NoteTextTopkRouter",
+        "Glm4MoeLiteTopkRouter",
+        "Glm4vMoeTextTopkRouter",
+        "Glm5NextTextTopkRouter",
+        "GlmMoeDsaTopkRouter",
+        "HYV4TopkRouter",
+        "KimiLinearTopkRouter",
+        "MiMoV2FlashTopkRouter",
+        "NemotronHTopkRouter",
+        "SolarOpenTopkRouter",
+    ),
     scores=_sigmoid_group_scores,
     weights=_sigmoid_weights,
     sorted_topk=False,

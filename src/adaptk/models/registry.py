@@ -58,7 +58,7 @@ def find_moe_layers(model: nn.Module) -> list[MoELayer]:
         for attr in ("gate", "router"):
             child = module._modules.get(attr)
             family = _BY_ROUTER_CLASS.get(type(child).__name__) if child is not None else None
-            if family is None or family.router_attr != attr:
+            if family is None:
                 continue
             experts = module._modules.get(family.experts_attr)
             if experts is None:
