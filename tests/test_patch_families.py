@@ -146,3 +146,15 @@ def test_generate_runs_patched():
         report = handle.stats()
     assert out.shape == (1, 7)
     assert report.tokens == 4 + 2  # prefill + two single-token decode steps
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_native_k_is_bit_identical_in_bfloat16(family):
+    model = tiny_model(family).to(torch.bfloat16)
+    ids = _ids(4)
+    with torch.no_grad():
+        ref = model(ids).logits
+        k = find_moe_layers(model)[0].native_k
+        with adaptk.patch(model, adaptk.FixedTopK(k)):
+            out = model(ids).logits
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)

@@ -75,7 +75,7 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats, check: s
             )
         stats.nonfinite += bad.sum()
         sel = decide(policy, scores.probs, scores.rank, layer=index, native_k=native_k,
-                     sorted_topk=family.sorted_topk)
+                     sorted_topk=family.sorted_topk, candidates=family.candidates)
         weights = family.weights(router, scores, sel.candidates, sel.keep, hidden_states.dtype)
         stats.update(sel.entropy, sel.k, sel.indices)
         return scores.logits, weights, sel.indices

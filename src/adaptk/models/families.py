@@ -272,6 +272,16 @@ def _phimoe_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
     return RouterScores(logits, torch.softmax(logits.float(), dim=-1), logits)
 
 
+def _phimoe_candidates(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """sparsemixer picks by repeated ``max`` (first index on ties), not by ``topk``. [T, N] -> [T, K]."""
+    masked, picks = logits, []
+    for _ in range(k):
+        sel = masked.max(dim=-1, keepdim=True)[1]  # [T, 1]
+        picks.append(sel)
+        masked = torch.scatter(masked, -1, sel, float("-inf"))
+    return torch.concat(picks, dim=-1)
+
+
 def _phimoe_weights(router, s: RouterScores, cand, keep, hidden_dtype):
     """Slot j: softmax over the logits not yet selected and within the jitter band of the best
     remaining one, read at the j-th selected expert (sparsemixer, training=False)."""
@@ -294,6 +304,7 @@ PHIMOE = MoEFamily(
     router_classes=("PhimoeTopKRouter",),
     scores=_phimoe_scores,
     weights=_phimoe_weights,
+    candidates=_phimoe_candidates,
     router_attr="router",
 )
 

@@ -7,6 +7,8 @@ native k reproduces the unpatched model bit for bit):
 - ``scores(router, hidden [T, H]) -> RouterScores``: the logits the router returns, the full
   routing distribution over all N experts (float32, rows sum to 1, used for entropy and by
   policies) and the scores the model ranks experts by (its top-k input).
+- ``candidates(rank [T, N], K) -> [T, K]`` (optional): how the model picks its top K when it is
+  not one ``torch.topk`` call (``sorted_topk`` mirrors that call's ``sorted`` flag);
 - ``weights(router, scores, candidates [T, K], keep [T, K], hidden_dtype) -> [T, K]``: the
   weights of the kept experts under the model's convention (renormalised or raw, softmax over
   the kept logits, scaling factors), zero where not kept.
@@ -42,6 +44,7 @@ class MoEFamily:
     scores: ScoresFn
     weights: WeightsFn
     sorted_topk: bool = True
+    candidates: Callable[[torch.Tensor, int], torch.Tensor] | None = None
     router_attr: str = "gate"
     experts_attr: str = "experts"
     distribution: str = "softmax over the router logits"

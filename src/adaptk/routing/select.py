@@ -5,6 +5,7 @@ Shapes: T tokens, N experts, K = the policy's kmax.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -43,19 +44,24 @@ def decide(
     layer: int,
     native_k: int | None,
     sorted_topk: bool,
+    candidates: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> Selection:
     """Apply ``policy`` to one layer's router output.
 
     probs [T, N] float32: the full routing distribution (rows sum to 1), used for entropy and by
     the policy. rank_scores [T, N]: the scores the model ranks experts by (its own top-k input,
     with group limits and biases applied). ``sorted_topk`` mirrors the model's own ``topk`` call so
-    that, when nothing is dropped, slots come out in exactly the model's order.
+    that, when nothing is dropped, slots come out in exactly the model's order; ``candidates``
+    replaces that ``topk`` call for models that pick experts another way (rank [T, N], K -> [T, K]).
     """
     t, n = probs.shape
     kmax = policy.kmax(native_k)
     if kmax > n:
         raise PolicyError(f"policy keeps up to {kmax} experts but the layer has {n}")
-    _, cand = torch.topk(rank_scores, kmax, dim=-1, sorted=sorted_topk)  # [T, K]
+    if candidates is None:
+        cand = torch.topk(rank_scores, kmax, dim=-1, sorted=sorted_topk)[1]  # [T, K]
+    else:
+        cand = candidates(rank_scores, kmax)  # [T, K]
     if sorted_topk:
         rank_order = cand
         position = torch.arange(kmax, device=cand.device).expand(t, kmax)  # [T, K]
