@@ -1,0 +1,62 @@
+"""Route a text through a model under a monitor: tokenise, chunk, batch, forward under no_grad."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adaptk.monitor.errors import MonitorError
+from adaptk.monitor.monitor import MonitorConfig, RoutingMonitor
+from adaptk.monitor.report import MonitorReport
+
+log = logging.getLogger(__name__)
+
+
+def chunks(ids: list[int], window: int, batch_size: int, max_tokens: int | None = None) -> Iterator[torch.Tensor]:
+    """Token ids -> batches [B, window] of consecutive windows (the last short window dropped,
+    unless it is the only one)."""
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    rows = [ids[i: i + window] for i in range(0, len(ids) - window + 1, window)] or ([ids] if ids else [])
+    for i in range(0, len(rows), batch_size):
+        yield torch.tensor(rows[i: i + batch_size], dtype=torch.long)  # [B, window]
+
+
+def monitor_ids(model: nn.Module, ids: list[int], monitor: RoutingMonitor | None = None, *, window: int = 256,
+                batch_size: int = 8, max_tokens: int | None = None) -> RoutingMonitor:
+    """Run ``ids`` through ``model`` with ``monitor`` attached for the duration; returns it."""
+    monitor = monitor or RoutingMonitor()
+    device = next(model.parameters()).device
+    n = 0
+    with monitor.attach(model), torch.no_grad():
+        for batch in chunks(ids, window, batch_size, max_tokens):
+            model(input_ids=batch.to(device))
+            n += batch.numel()
+    if n == 0:
+        raise MonitorError("the text has no tokens to route")
+    log.info("routed %d tokens", n)
+    return monitor
+
+
+def monitor_text(model_dir: str | Path, text: str, *, policy=None, window: int = 256, batch_size: int = 8,
+                 max_tokens: int | None = None, config: MonitorConfig | None = None) -> MonitorReport:
+    """Load ``model_dir`` (model and tokenizer), optionally patch it with ``policy``, and
+    return the routing statistics of ``text``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import adaptk
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    monitor = RoutingMonitor(config)
+    if policy is not None:
+        with adaptk.patch(model, policy):
+            monitor_ids(model, ids, monitor, window=window, batch_size=batch_size, max_tokens=max_tokens)
+    else:
+        monitor_ids(model, ids, monitor, window=window, batch_size=batch_size, max_tokens=max_tokens)
+    return monitor.compute()

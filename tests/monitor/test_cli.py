@@ -1,0 +1,63 @@
+"""``adaptk monitor`` on a tiny model folder with a character tokenizer."""
+
+import json
+import string
+
+import pytest
+from tiny_models import tiny_model
+
+from adaptk.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-mixtral")
+    chars = sorted(set(string.ascii_lowercase + string.digits + " .,:()=_\n"))[:63]
+    tok = Tokenizer(models.WordLevel({c: i + 1 for i, c in enumerate(chars)} | {"[UNK]": 0}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(path)
+    tiny_model("mixtral").save_pretrained(path)
+    return path
+
+
+PROSE = "the cat sat on the mat and looked at the quiet garden, where the rain fell slowly. " * 12
+CODE = "def f(x):\n    return x * 2 + g(y_1) == 3\nclass k(a, b): pass\n" * 14
+
+
+def test_stats_baseline_and_drift(model_dir, tmp_path, capsys):
+    prose, code = tmp_path / "prose.txt", tmp_path / "code.txt"
+    prose.write_text(PROSE)
+    code.write_text(CODE)
+    base = tmp_path / "base.json"
+    args = ["monitor", "--model", str(model_dir), "--window", "32", "--batch-size", "4"]
+    assert main([*args, "--text-file", str(prose), "--save-baseline", str(base)]) == 0
+    out = capsys.readouterr().out
+    assert "H mean" in out and base.is_file()
+    assert main([*args, "--text-file", str(code), "--baseline", str(base), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["drift"]["shifted_layers"] == [0, 1]
+    assert len(data["stats"]["layers"]) == 2
+
+
+def test_rejects_bad_baseline_and_model(model_dir, tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text(PROSE)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "adaptk-routing-baseline", "version": 7}')
+    assert main(["monitor", "--model", str(model_dir), "--text-file", str(text), "--baseline", str(bad)]) == 2
+    assert "newer than this adaptk" in capsys.readouterr().err
+    assert main(["monitor", "--model", str(tmp_path), "--text-file", str(text)]) == 2
+    assert "not a model folder" in capsys.readouterr().err
+
+
+def test_policy_file(model_dir, tmp_path, capsys):
+    text, pol = tmp_path / "t.txt", tmp_path / "p.json"
+    text.write_text(PROSE)
+    pol.write_text(json.dumps({"rule": "top_p", "p": 0.4}))
+    assert main(["monitor", "--model", str(model_dir), "--text-file", str(text), "--policy", str(pol),
+                 "--window", "64", "--json"]) == 0
+    layers = json.loads(capsys.readouterr().out)["stats"]["layers"]
+    assert all(s["average_k"] < 2 for s in layers)
