@@ -1,0 +1,121 @@
+"""The model card (README.md) and ``train_summary.json`` written next to a trained model."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+
+import torch
+
+from adaptk.train.presets import PRESETS
+
+SUMMARY_FILE = "train_summary.json"
+
+
+def active_parameters(model) -> tuple[int, int]:
+    """(total, active per token) parameter counts; active counts native-k of N routed experts."""
+    total = sum(p.numel() for p in model.parameters())
+    cfg = model.config
+    n = getattr(cfg, "num_local_experts", None) or getattr(cfg, "num_experts", None)
+    k = getattr(cfg, "num_experts_per_tok", None)
+    if not n or not k:
+        return total, total
+    routed = sum(p.numel() for name, p in model.named_parameters()
+                 if ".experts." in name and "shared_expert" not in name)
+    return total, total - routed + routed * k // n
+
+
+def summarise(cfg, model, texts, history, valid, warnings, train_time, train_tokens) -> dict:
+    total, active = active_parameters(model)
+    tail = history[-50:]
+    train_loss = sum(tail) / max(len(tail), 1)
+    layers = valid.get("layers", [])
+    return {
+        "preset": cfg.preset,
+        "architecture": type(model).__name__,
+        "description": PRESETS[cfg.preset].description,
+        "parameters": total,
+        "active_parameters": active,
+        "config": cfg.to_dict(),
+        "data": {
+            "train": {"name": texts.train.name, "sha256": texts.train.sha256, "chars": len(texts.train.text),
+                      "tokens": train_tokens, "files": texts.train.sources},
+            "valid": {"name": texts.valid.name, "sha256": texts.valid.sha256, "chars": len(texts.valid.text),
+                      "tokens_evaluated": valid["tokens"]},
+        },
+        "steps": len(history),
+        "tokens_seen": len(history) * cfg.batch_size * cfg.seq_len,
+        "train_time_s": round(train_time, 1),
+        "final_train_loss": train_loss,
+        "final_train_ppl": math.exp(train_loss),
+        "valid_loss": valid["loss"],
+        "valid_ppl": valid["ppl"],
+        "valid_routing": [
+            {k: h[k] for k in ("entropy_mean", "entropy_hist", "load_entropy", "expert_load", "load_cv",
+                               "load_max_over_mean", "dead_fraction", "expert_loss")}
+            for h in layers
+        ],
+        "collapse_warnings": len(warnings),
+        "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                        "threads": torch.get_num_threads()},
+    }
+
+
+def _routing_table(layers: list[dict]) -> str:
+    if not layers:
+        return "Dense model: no routing.\n"
+    rows = ["| layer | mean normalised routing entropy | normalised load entropy | load CV | max/mean load | dead experts |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for i, h in enumerate(layers):
+        rows.append(f"| {i} | {h['entropy_mean']:.3f} | {h['load_entropy']:.3f} | {h['load_cv']:.3f} | "
+                    f"{h['load_max_over_mean']:.2f} | {h['dead_fraction']:.0%} |")
+    return "\n".join(rows) + "\n"
+
+
+def write_card(out: Path, cfg, model, texts, history, valid, warnings, train_time, train_tokens) -> dict:
+    s = summarise(cfg, model, texts, history, valid, warnings, train_time, train_tokens)
+    (out / SUMMARY_FILE).write_text(json.dumps(s, indent=2) + "\n")
+    c = cfg.controls
+    card = f"""---
+library_name: transformers
+tags: [adaptk, mixture-of-experts, causal-lm]
+---
+
+# adaptk `{cfg.preset}` trained on `{s['data']['train']['name']}`
+
+{s['description']}. Trained from scratch with `adaptk train`; loads with
+`AutoModelForCausalLM.from_pretrained(path)` and `AutoTokenizer.from_pretrained(path)`.
+Parameters: {s['parameters']:,} total, {s['active_parameters']:,} active per token.
+
+## Recipe
+
+- steps {s['steps']}, batch {cfg.batch_size} x {cfg.seq_len} tokens ({s['tokens_seen']:,} tokens seen), AdamW lr {cfg.lr}
+  (warm-up {cfg.warmup_steps}, cosine to 10%), weight decay {cfg.weight_decay} (none on router weights), seed {cfg.seed}
+- byte-level BPE tokenizer, {len(texts.train.text):,} training characters, vocabulary {model.config.vocab_size}
+- routing controls: balance loss {c.balance_coef}, z-loss {c.z_loss_coef}, entropy {c.entropy_coef},
+  aux-free bias speed {c.aux_free_bias_speed}, jitter {c.jitter}, logit noise {c.logit_noise},
+  temperature {c.temperature_start} -> {c.temperature_end}, dense steps {c.dense_steps}, sparsify steps {c.sparsify_steps},
+  capacity factor {c.capacity_factor or 'unlimited'}
+- training time {s['train_time_s']:.0f} s on {torch.get_num_threads()} CPU threads
+
+## Data
+
+- train: `{texts.train.name}`, sha256 `{s['data']['train']['sha256']}` ({s['data']['train']['tokens']:,} tokens)
+- valid: `{texts.valid.name}`, sha256 `{s['data']['valid']['sha256']}` ({s['data']['valid']['tokens_evaluated']:,} tokens evaluated)
+
+## Results
+
+| | loss | perplexity |
+| --- | ---: | ---: |
+| train (mean of last 50 steps) | {s['final_train_loss']:.3f} | {s['final_train_ppl']:.2f} |
+| valid | {s['valid_loss']:.3f} | {s['valid_ppl']:.2f} |
+
+## Routing statistics (valid split, native top-k)
+
+{_routing_table(s['valid_routing'])}
+Collapse warnings during training: {s['collapse_warnings']}. Full per-step health: `health.jsonl`.
+"""
+    (out / "README.md").write_text(card)
+    return s

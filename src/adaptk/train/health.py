@@ -1,0 +1,124 @@
+"""Routing health during training: per-layer statistics and a collapse early warning."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from adaptk.train.losses import routing_entropy
+
+log = logging.getLogger(__name__)
+HIST_BINS = 10
+
+
+@dataclass
+class LoadAccumulator:
+    """Expert load (routing slots kept and dropped) summed over the steps since the last log."""
+
+    num_experts: int
+    counts: torch.Tensor = None  # type: ignore[assignment]  # [N] slots routed
+    dropped: int = 0
+    slots: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = torch.zeros(self.num_experts, dtype=torch.long)
+
+    def add(self, indices: torch.Tensor, keep: torch.Tensor) -> None:
+        self.counts += torch.bincount(indices.reshape(-1).cpu(), minlength=self.num_experts)
+        self.slots += indices.numel()
+        self.dropped += int((~keep).sum())
+
+    def reset(self) -> None:
+        self.counts.zero_()
+        self.dropped = self.slots = 0
+
+
+def layer_health(probs: torch.Tensor, indices: torch.Tensor, load: LoadAccumulator,
+                 token_loss: torch.Tensor | None) -> dict:
+    """Statistics of one MoE layer. ``probs`` [T, N] and ``indices`` [T, K] of the current batch
+    (entropy, per-expert loss); ``load`` the expert load over the log window; ``token_loss`` [T]
+    (NaN where a token has no target)."""
+    n = probs.shape[-1]
+    ent = routing_entropy(probs.detach().float(), normalised=True)  # [T]
+    counts = load.counts.double()
+    total = counts.sum().clamp_min(1)
+    share = counts / total  # [N]
+    load_entropy = float(-(share * share.clamp_min(1e-12).log()).sum() / math.log(n))
+    mean = counts.mean().clamp_min(1e-12)
+    out = {
+        "entropy_mean": float(ent.mean()),
+        "entropy_hist": torch.histc(ent, bins=HIST_BINS, min=0.0, max=1.0).long().tolist(),
+        "load_entropy": load_entropy,
+        "expert_load": counts.long().tolist(),
+        "load_cv": float(counts.std(unbiased=False) / mean),
+        "load_max_over_mean": float(counts.max() / mean),
+        "dead_fraction": float((counts == 0).double().mean()),
+        "dead_experts": (counts == 0).nonzero().flatten().tolist(),
+        "drop_rate": load.dropped / max(load.slots, 1),
+    }
+    if token_loss is not None:
+        top1 = indices[:, 0].cpu()
+        tl = token_loss.detach().float().cpu()
+        ok = ~torch.isnan(tl)
+        sums = torch.zeros(n, dtype=torch.double).index_add_(0, top1[ok], tl[ok].double())
+        cnt = torch.bincount(top1[ok], minlength=n).double()
+        per = (sums / cnt).tolist()
+        out["expert_loss"] = [None if math.isnan(v) else round(v, 4) for v in per]
+    return out
+
+
+@dataclass
+class CollapseDetector:
+    """Early warning of routing collapse, checked at every log.
+
+    Fires (``logging.warning`` + returned events) on: a sharp entropy drop (the layer's mean
+    normalised routing entropy falls by more than ``entropy_drop`` (relative) from its best value
+    so far); a persistent load skew (max/mean expert load above ``skew`` for ``patience``
+    consecutive logs, naming the hottest expert); dead experts (no routed token in the window),
+    naming them. Nothing fires before ``warmup_logs`` logs."""
+
+    entropy_drop: float = 0.5
+    skew: float = 3.0
+    patience: int = 3
+    warmup_logs: int = 1
+    _best: dict[int, float] = field(default_factory=dict)
+    _skewed: dict[int, int] = field(default_factory=dict)
+    _logs: int = 0
+
+    def check(self, step: int, layers: list[dict]) -> list[dict]:
+        self._logs += 1
+        events: list[dict] = []
+        for i, h in enumerate(layers):
+            ent = h["entropy_mean"]
+            best = max(self._best.get(i, ent), ent)
+            self._best[i] = best
+            hot = int(torch.tensor(h["expert_load"]).argmax())
+            self._skewed[i] = self._skewed.get(i, 0) + 1 if h["load_max_over_mean"] > self.skew else 0
+            if self._logs <= self.warmup_logs:
+                continue
+            if best > 0 and ent < (1 - self.entropy_drop) * best:
+                events.append(dict(kind="entropy_drop", layer=i, expert=hot,
+                                   detail=f"mean normalised routing entropy fell to {ent:.3f} from {best:.3f}"))
+            if self._skewed[i] >= self.patience:
+                events.append(dict(kind="load_skew", layer=i, expert=hot,
+                                   detail=f"expert {hot} takes max/mean load {h['load_max_over_mean']:.2f} for "
+                                          f"{self._skewed[i]} logs"))
+            if h["dead_experts"]:
+                events.append(dict(kind="dead_experts", layer=i, expert=h["dead_experts"][0],
+                                   detail=f"experts {h['dead_experts']} received no token"))
+        for e in events:
+            e["step"] = step
+            log.warning("routing collapse warning at step %d: layer %d, expert %d: %s (%s)",
+                        step, e["layer"], e["expert"], e["detail"], e["kind"])
+        return events
+
+    def state_dict(self) -> dict:
+        return {"best": dict(self._best), "skewed": dict(self._skewed), "logs": self._logs}
+
+    def load_state_dict(self, d: dict) -> None:
+        self._best = {int(k): v for k, v in d["best"].items()}
+        self._skewed = {int(k): v for k, v in d["skewed"].items()}
+        self._logs = d["logs"]
