@@ -13,7 +13,12 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help="model folder (from_pretrained-loadable, with its tokenizer), or 'default'")
-    parser.add_argument("--text-file", required=True, help="UTF-8 text to route through the model")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text-file", help="UTF-8 text to route through the model")
+    source.add_argument("--corpus", choices=["stdlib", "gutenberg", "wikitext-2"],
+                        help="a built-in corpus instead of --text-file (with --split)")
+    parser.add_argument("--split", default="valid", choices=["train", "valid", "test"],
+                        help="split of --corpus (default valid)")
     parser.add_argument("--baseline", help="score the text against this baseline JSON (which layers shifted)")
     parser.add_argument("--save-baseline", metavar="OUT.json", help="save this text's routing profile as a baseline")
     parser.add_argument("--policy", help="policy JSON file: patch the model with it before monitoring")
@@ -68,10 +73,15 @@ def run(args: argparse.Namespace) -> int:
         raise MonitorError("--window must be >= 2 and --batch-size >= 1")
     drift_cfg = DriftConfig(psi_threshold=args.psi_threshold, js_threshold=args.js_threshold)
     baseline = Baseline.load(args.baseline) if args.baseline else None  # reject bad files before loading a model
-    try:
-        text = open(args.text_file, encoding="utf-8").read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MonitorError(f"cannot read --text-file {args.text_file}: {exc}") from exc
+    if args.corpus:
+        from adaptk.data.corpus import load_text
+
+        text, source = load_text(args.corpus, args.split), f"{args.corpus}:{args.split}"
+    else:
+        try:
+            text, source = open(args.text_file, encoding="utf-8").read(), str(args.text_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MonitorError(f"cannot read --text-file {args.text_file}: {exc}") from exc
     policy = _load_policy(args.policy) if args.policy else None
     report = monitor_text(
         _model_path(args.model), text, policy=policy, window=args.window, batch_size=args.batch_size,
@@ -82,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if drift is not None:
         out["drift"] = drift.to_dict()
     if args.save_baseline:
-        Baseline.from_report(report, source=str(args.text_file)).save(args.save_baseline)
+        Baseline.from_report(report, source=source).save(args.save_baseline)
         log.info("baseline saved to %s", args.save_baseline)
     if args.json:
         print(json.dumps(out, indent=1))

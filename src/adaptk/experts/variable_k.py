@@ -18,6 +18,12 @@ for bit:
   (slot, token) order, outputs added into the hidden dtype expert by expert;
 - ``order="slot"`` mirrors ``grouped_mm``: grouped matmuls, then the K slot outputs of each
   token summed in slot order.
+
+On CPU (``_cpu_forward``, helpers in ``cpu_fast``) experts run one at a time on contiguous row
+slices with the very calls of the mirrored back-end (CPU ``grouped_mm`` is itself a loop of
+``mm``), each expert's output written into its slice of one [V, H] buffer, and the weighted
+rows added straight into a [T, H] accumulator: same bits, a quarter of the peak memory at
+Mixtral shapes, no [T·K, H] buffer.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from adaptk.experts.cpu_fast import combine_expert, combine_slot, mlp_rows
 
 ORDERS = ("expert", "slot")
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
@@ -157,6 +165,8 @@ def variable_k_experts_forward(
     rows = GroupedRows(top_k_index, n, order)
     if row_counter is not None:
         row_counter.add_(rows.counts)
+    if rows.valid is None:  # CPU: kept rows only, fewer passes over memory, same bits
+        return _cpu_forward(experts, hidden_states, top_k_weights, rows, order)
     x = rows.mask(hidden_states[rows.token])  # [V, H]
     mlp = _expert_mlp_loop if order == "expert" else _expert_mlp_grouped
     out = rows.mask(mlp(experts, x, rows))  # [V, H]
@@ -169,6 +179,18 @@ def variable_k_experts_forward(
     buf = weighted.new_zeros(t * k, weighted.shape[-1])  # [T*K, H] token-major, as grouped_mm
     buf[rows.token * k + rows.slot] = weighted
     return buf.view(t, k, -1).sum(dim=1).to(hidden_states.dtype)
+
+
+def _cpu_forward(experts: nn.Module, hidden_states: torch.Tensor, top_k_weights: torch.Tensor,
+                 rows: GroupedRows, order: str) -> torch.Tensor:
+    """CPU: rows [V] hold kept slots only (sentinels sliced off). -> [T, H]."""
+    x = hidden_states[rows.token]  # [V, H] grouped by expert
+    w = top_k_weights[rows.token, rows.slot]  # [V]
+    counts = rows.counts.tolist()  # [N] host ints, free on CPU
+    out = mlp_rows(experts, x, counts, order)  # [V, H]
+    if order == "slot":
+        return combine_slot(out, w, rows.token, rows.slot, rows.num_tokens, rows.num_slots, hidden_states.dtype)
+    return combine_expert(out, w, rows.token, counts, hidden_states)
 
 
 def bind(experts: nn.Module, order: str, row_counter: torch.Tensor | None) -> Callable[..., torch.Tensor]:

@@ -1,0 +1,136 @@
+"""One MoE layer: fixed k vs k mixes, batching strategies, routing share, memory, and
+transformers' back-ends on the same inputs."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from adaptk.bench.config import BenchConfig, LayerShape, default_mixes
+from adaptk.bench.memory import peak_bytes
+from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
+from adaptk.bench.timing import interleaved
+from adaptk.experts.strategies import grouped_by_k_experts_forward, padded_experts_forward
+from adaptk.experts.variable_k import variable_k_experts_forward
+
+log = logging.getLogger(__name__)
+
+
+def _adaptk(experts, hidden, index, weights):
+    return variable_k_experts_forward(experts, hidden, index, weights, order="slot")
+
+
+def transformers_backend(name: str) -> Callable[..., torch.Tensor]:
+    """transformers' experts function ``name`` ("eager", "grouped_mm", "batched_mm"). Sentinel
+    slots are handled as transformers handles expert-parallel sentinels."""
+    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+
+    def call(experts, hidden, index, weights):
+        has_sentinel = bool((index >= experts.num_experts).any())
+        saved_impl, saved_ep = experts.config._experts_implementation, experts._is_expert_parallel
+        try:
+            experts._is_expert_parallel = has_sentinel
+            if name == "eager":
+                experts.config._experts_implementation = "eager"
+                return experts(hidden, index, weights)
+            return ALL_EXPERTS_FUNCTIONS[name](experts, hidden, index, weights)
+        finally:
+            experts.config._experts_implementation, experts._is_expert_parallel = saved_impl, saved_ep
+
+    return call
+
+
+def _routing_fns(shape: LayerShape, tokens, kmax: int) -> dict[str, Callable[[], Any]]:
+    """The router alone: native top-k vs adaptk's entropy policy (scores, entropy, k, masking)."""
+    from adaptk.routing.policies import EntropyThreshold
+    from adaptk.routing.select import decide
+
+    if kmax > 1:
+        policy = EntropyThreshold((1, kmax), (0.5 * math.log(shape.num_experts),))
+    else:
+        policy = EntropyThreshold((1,), ())
+
+    def native():
+        probs = torch.softmax((tokens.hidden @ tokens.router.t()).float(), dim=-1)
+        w, i = torch.topk(probs, shape.top_k, dim=-1)
+        return w / w.sum(-1, keepdim=True), i
+
+    def adaptive():
+        probs = torch.softmax((tokens.hidden @ tokens.router.t()).float(), dim=-1)
+        sel = decide(policy, probs, probs, layer=0, native_k=shape.top_k, sorted_topk=True)
+        w = probs.gather(1, sel.candidates).masked_fill(~sel.keep, 0)
+        return w / w.sum(-1, keepdim=True), sel.indices
+
+    return {"router native top-k": native, "router adaptive": adaptive}
+
+
+def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
+    dtype = getattr(torch, cfg.dtype)
+    experts = make_experts(shape, dtype, device, cfg.seed)
+    tokens = make_tokens(shape, dtype, device, cfg.seed)
+    n, kn = shape.num_experts, shape.top_k
+    cases: dict[str, tuple[torch.Tensor, torch.Tensor]] = {"fixed": (tokens.index, tokens.weights)}
+    flops: dict[str, float] = {"fixed": 1.0}
+    for mix in default_mixes(kn):
+        k = k_per_token(mix, shape.tokens, cfg.seed)
+        if bool((k >= kn).all()):
+            continue  # too few tokens for this mix to drop anything (e.g. half of T=1)
+        cases[mix.name] = apply_k(tokens.index, tokens.weights, k, n)
+        flops[mix.name] = flop_ratio(k, kn)
+
+    variants: dict[str, Callable[..., torch.Tensor]] = {"adaptk": _adaptk}
+    if cfg.strategies:
+        variants["adaptk padded"] = padded_experts_forward
+        variants["adaptk grouped-by-k"] = grouped_by_k_experts_forward
+    bytes_per = experts.gate_up_proj[0].numel() * experts.gate_up_proj.element_size() * 1.5
+    for name in cfg.backends:
+        if name == "batched_mm" and shape.tokens * kn * bytes_per > cfg.max_batched_bytes:
+            log.info("skipping batched_mm at %s: it would gather %.1f GiB of weights", shape.label,
+                     shape.tokens * kn * bytes_per / 2**30)
+            continue
+        variants[f"transformers {name}"] = transformers_backend(name)
+
+    fns: dict[str, Callable[[], Any]] = {}
+    for vname, fn in variants.items():
+        for cname, (index, weights) in cases.items():
+            if vname != "adaptk" and vname.startswith("adaptk") and cname == "fixed":
+                continue  # strategies only differ from the back-end when slots are dropped
+            fns[f"{vname} | {cname}"] = (lambda fn=fn, i=index, w=weights: fn(experts, tokens.hidden, i, w))
+    if cfg.routing:
+        fns.update(_routing_fns(shape, tokens, kn))
+    times = interleaved(fns, cfg.trials, cfg.warmup, device, clock=cfg.clock)
+
+    result: dict[str, Any] = {"shape": shape.__dict__ | {"label": shape.label}, "dtype": cfg.dtype,
+                              "flop_ratio": flops, "seconds": times}
+    fixed = times["adaptk | fixed"]
+    result["ratios"] = {
+        name: {"time_ratio": times[f"{name} | {c}"] / fixed, "flop_ratio": flops[c]}
+        for name in variants for c in cases
+        if c != "fixed" and f"{name} | {c}" in times
+    }
+    # transformers' own ratios, each against its own fixed time
+    result["backend_ratios"] = {
+        f"{v} | {c}": times[f"{v} | {c}"] / times[f"{v} | fixed"]
+        for v in variants if v.startswith("transformers") for c in cases if c != "fixed"
+    }
+    first_mix = next((c for c in cases if c != "fixed"), "fixed")  # the k mix for routing and memory
+    if cfg.routing:
+        adaptive_layer = times[f"adaptk | {first_mix}"]
+        result["routing"] = {
+            "native_s": times["router native top-k"], "adaptive_s": times["router adaptive"],
+            "share_of_adaptive_layer": times["router adaptive"] / (times["router adaptive"] + adaptive_layer),
+            "overhead_vs_native_share": (times["router adaptive"] - times["router native top-k"]) / fixed,
+        }
+    if cfg.memory:
+        mix_name = first_mix
+        result["peak_bytes"] = {
+            "fixed": peak_bytes(lambda: _adaptk(experts, tokens.hidden, *cases["fixed"]), device),
+            mix_name: peak_bytes(lambda: _adaptk(experts, tokens.hidden, *cases[mix_name]), device),
+            "transformers grouped_mm fixed": peak_bytes(
+                lambda: transformers_backend("grouped_mm")(experts, tokens.hidden, *cases["fixed"]), device),
+        }
+    return result

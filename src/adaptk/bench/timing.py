@@ -1,0 +1,49 @@
+"""Interleaved wall-clock timing with warm-up and medians (ratios measured side by side)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def interleaved(
+    fns: dict[str, Callable[[], Any]], trials: int, warmup: int, device: torch.device | None = None,
+    clock: str = "wall",
+) -> dict[str, float]:
+    """Median seconds of each function. Each trial runs every function once, in an order that
+    rotates (and flips) from trial to trial, so drifts in machine load hit all of them alike.
+    A function that returns a float reports its own timed span (untimed set-up excluded).
+
+    ``clock="cpu"`` measures this process's CPU time (all threads) instead of wall-clock time:
+    steadier on a machine shared with other busy processes, blind to time spent waiting."""
+    now = CLOCKS[clock]
+    names = list(fns)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for name in names:
+                fns[name]()
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        for trial in range(trials):
+            order = names[trial % len(names):] + names[: trial % len(names)]
+            if trial % 2:
+                order.reverse()
+            for name in order:
+                _sync(device)
+                start = now()
+                out = fns[name]()
+                _sync(device)
+                elapsed = now() - start
+                samples[name].append(out if isinstance(out, float) else elapsed)
+    return {name: statistics.median(s) for name, s in samples.items()}

@@ -1,0 +1,52 @@
+"""``adaptk bench``: time MoE layers and a model, fixed vs adaptive k, side by side."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", dest="preset", action="store_const", const="quick",
+                       help="small preset (about 2 minutes on a 2-core CPU; the default)")
+    group.add_argument("--full", dest="preset", action="store_const", const="full",
+                       help="every shape: hidden 1024-4096, tokens 1-4096 (long)")
+    parser.set_defaults(preset="quick")
+    parser.add_argument("--out", default=None, help="write bench.json and bench.md into this folder")
+    parser.add_argument("--trials", type=int, default=None, help="timed trials per measurement (median)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up rounds")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default=None,
+                        help="wall-clock time (default) or this process's CPU time (steadier on a shared machine)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for the run")
+    parser.add_argument("--model", default=None,
+                        help="model path for the end-to-end part (default: the shipped model, else a tiny random Mixtral)")
+    parser.add_argument("--no-model", action="store_true", help="skip the end-to-end model part")
+    parser.add_argument("--layers-only-first", type=int, default=None, metavar="N",
+                        help="only the first N layer shapes of the preset")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import sys
+
+    from adaptk.bench import PRESETS, run_bench
+    from adaptk.bench.report import render_markdown, write
+
+    cfg = PRESETS[args.preset]()
+    changes = {k: v for k, v in (("trials", args.trials), ("warmup", args.warmup), ("dtype", args.dtype),
+                                 ("model_path", args.model), ("clock", args.clock),
+                                 ("threads", args.threads)) if v is not None}
+    if args.no_model:
+        changes["model"] = None
+    if args.layers_only_first is not None:
+        changes["shapes"] = cfg.shapes[: args.layers_only_first]
+    cfg = dataclasses.replace(cfg, **changes)
+    result = run_bench(cfg, preset=args.preset, device=args.device,
+                       progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+    print(render_markdown(result))
+    if args.out:
+        jpath, mpath = write(result, args.out)
+        print(f"wrote {jpath} and {mpath}")
+    return 0

@@ -1,0 +1,123 @@
+"""CPU pieces of the variable-K back-end: fewer passes over memory, same bits.
+
+On CPU the work outside the matmuls is memory traffic, and every pass costs page faults on
+fresh buffers. These helpers remove passes without changing the arithmetic of the back-end
+being mirrored (transformers' ``eager`` for order="expert", ``grouped_mm`` for order="slot"):
+
+- ``mlp_rows``: one expert at a time, with the calls of the mirrored back-end (``grouped_mm`` is
+  itself a loop of ``mm`` over the groups on CPU; eager is ``F.linear``); the [c, 2I]
+  intermediate of one expert stays small, and the down projection is written straight into
+  the expert's slice of one [V, H] output (``mm(out=)``, no copy).
+- ``combine_slot``: with K <= 2 the weighted rows are added straight into a [T, H] accumulator
+  of the dtype ``sum`` accumulates in (float32 for half types): 0 + a + b is a + b in any order,
+  so this is bit for bit ``buf[T*K, H].view(T, K, H).sum(1)`` without the [T·K, H] buffer, the
+  scatter and the reduction pass. With K > 2 the order of the adds matters and torch's ``sum``
+  picks it, so the buffer is kept.
+- ``combine_expert``: rows weighted in place and added into the hidden dtype expert by expert,
+  as the eager loop's ``index_add_`` calls do (one call per expert for half types, whose
+  single-call ``index_add_`` rounds repeated tokens only once).
+
+In-place and ``out=`` shortcuts are taken only where autograd records nothing.
+Shapes: T tokens, K slots, V kept slots (rows), H hidden, I expert width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _no_grad_needed(*tensors: torch.Tensor | None) -> bool:
+    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, transposed: bool, order: str,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """One expert's projection, x [c, in] -> [c, out], in the arithmetic of the mirrored back-end:
+    slot (grouped_mm on one group): x.to(W) @ W^T, bias added after; expert (eager loop):
+    F.linear with the bias fused, or x @ W + b for transposed weights. ``out`` only without bias."""
+    if order == "slot" or transposed:
+        wt = w if transposed else w.t()  # [in, out]
+        xin = x.to(wt.dtype) if order == "slot" else x
+        y = torch.mm(xin, wt, out=out) if out is not None else xin @ wt
+        if b is None:
+            return y
+        return y.add_(b) if order == "slot" else y + b
+    if out is not None:
+        return torch.mm(x, w.t(), out=out)  # = F.linear(x, w) without bias
+    return F.linear(x, w, b)
+
+
+def mlp_rows(experts: nn.Module, x: torch.Tensor, counts: list[int], order: str) -> torch.Tensor:
+    """x [V, H] grouped by expert (``counts[e]`` rows each, experts in order) -> [V, H_out].
+
+    One expert at a time: the [c, 2I] intermediate of one expert stays small (and in cache)
+    instead of a [V, 2I] one for all experts; the same mm calls as grouped_mm's CPU loop."""
+    up = "gate_up_proj" if experts.has_gate else "up_proj"
+    w_up, w_down = getattr(experts, up), experts.down_proj
+    b_up = getattr(experts, up + "_bias") if experts.has_bias else None
+    b_down = experts.down_proj_bias if experts.has_bias else None
+    transposed, norm = experts.is_transposed, experts.has_post_expert_norm
+    h_out = w_down.shape[2] if transposed else w_down.shape[1]
+    dtype = w_down.dtype if order == "slot" else torch.promote_types(x.dtype, w_down.dtype)
+    out = torch.empty(x.shape[0], h_out, dtype=dtype, device=x.device)  # [V, H]: every row written
+    direct = b_down is None and not norm and _no_grad_needed(x, w_up, w_down)
+    start = 0
+    for e, c in enumerate(counts):
+        if c == 0:
+            continue
+        end = start + c
+        h = _linear(x[start:end], w_up[e], b_up[e] if b_up is not None else None, transposed, order)  # [c, 2I]
+        h = experts._apply_gate(h) if experts.has_gate else experts.act_fn(h)  # [c, I]
+        if direct and (h.dtype == out.dtype or order == "slot"):
+            _linear(h, w_down[e], None, transposed, order, out=out[start:end])  # written in place
+        else:
+            y = _linear(h, w_down[e], b_down[e] if b_down is not None else None, transposed, order)
+            out[start:end] = experts.post_expert_norm(y) if norm else y
+        start = end
+    return out
+
+
+def _weighted(out: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """out [V, H] * w [V] with the native back-ends' promotion; in place when it may be."""
+    if out.dtype == torch.promote_types(out.dtype, w.dtype) and _no_grad_needed(out, w):
+        return out.mul_(w.unsqueeze(-1))
+    return out * w.unsqueeze(-1)
+
+
+def combine_slot(out: torch.Tensor, w: torch.Tensor, token: torch.Tensor, slot: torch.Tensor,
+                 num_tokens: int, num_slots: int, hidden_dtype: torch.dtype) -> torch.Tensor:
+    """Σ over slots of out[V, H] · w[V] per token -> [T, H] in ``hidden_dtype``, bit for bit
+    what grouped_mm's ``view(T, K, H).sum(1)`` gives with dropped slots at zero."""
+    weighted = _weighted(out, w)  # [V, H]
+    if num_slots > 2:  # the reduction order of sum() over K is torch's own: reproduce it
+        buf = weighted.new_zeros(num_tokens * num_slots, weighted.shape[-1])  # [T*K, H]
+        buf[token * num_slots + slot] = weighted
+        return buf.view(num_tokens, num_slots, -1).sum(dim=1).to(hidden_dtype)
+    # K <= 2: 0 + a + b is a + b in any order, rounded once from float32 for half types
+    acc_dtype = torch.float32 if weighted.dtype in _HALF else weighted.dtype
+    acc = torch.zeros(num_tokens, weighted.shape[-1], dtype=acc_dtype, device=out.device)  # [T, H]
+    acc.index_add_(0, token, weighted.to(acc_dtype))
+    return acc.to(weighted.dtype).to(hidden_dtype)
+
+
+def combine_expert(out: torch.Tensor, w: torch.Tensor, token: torch.Tensor, counts: list[int],
+                   hidden: torch.Tensor) -> torch.Tensor:
+    """As the eager loop: weighted rows added into the hidden dtype in row order -> [T, H].
+
+    One ``index_add_`` per expert where the hidden dtype is a half type: a single call with
+    repeated tokens accumulates those in float32 and rounds once, the eager loop rounds after
+    each expert."""
+    weighted = _weighted(out, w).to(hidden.dtype)  # [V, H]
+    final = torch.zeros_like(hidden)  # [T, H]
+    if hidden.dtype not in _HALF:
+        return final.index_add_(0, token, weighted)
+    start = 0
+    for c in counts:
+        if c:
+            final.index_add_(0, token[start:start + c], weighted[start:start + c])
+        start += c
+    return final

@@ -1,0 +1,114 @@
+"""adaptk bench: configs, synthetic inputs, strategies and the report (correctness only; no
+wall-clock time is ever asserted)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from adaptk.bench import BenchConfig, KMix, LayerShape, run_bench
+from adaptk.bench.config import PRESETS, default_mixes
+from adaptk.bench.memory import peak_bytes
+from adaptk.bench.report import render_markdown, write
+from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
+from adaptk.bench.timing import interleaved
+
+TINY = LayerShape("tiny", 32, 48, 8, 2, 24)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        LayerShape("bad", 32, 48, 4, 5, 8)
+    with pytest.raises(ValueError):
+        KMix("bad", ((1, 0.3),))
+    with pytest.raises(ValueError):
+        BenchConfig(())
+    with pytest.raises(ValueError):
+        BenchConfig((TINY,), dtype="float16")
+    for make in PRESETS.values():
+        cfg = make()
+        assert cfg.shapes and cfg.trials >= 1
+
+
+def test_mixes_and_flop_ratio():
+    mixes = {m.name: m for m in default_mixes(2)}
+    k = k_per_token(mixes["half k=1"], 100, seed=0)
+    assert k.shape == (100,) and int((k == 1).sum()) == 50 and int((k == 2).sum()) == 50
+    assert flop_ratio(k, 2) == pytest.approx(0.75)
+    assert flop_ratio(k_per_token(mixes["all k=1"], 7, seed=0), 2) == pytest.approx(0.5)
+    assert "all k=4" in {m.name for m in default_mixes(8)}
+
+
+def test_apply_k_marks_dropped_slots():
+    index = torch.tensor([[3, 1], [0, 2], [5, 4]])
+    weights = torch.tensor([[0.6, 0.4], [0.7, 0.3], [0.5, 0.5]])
+    i, w = apply_k(index, weights, torch.tensor([1, 2, 1]), num_experts=8)
+    assert i.tolist() == [[3, 8], [0, 2], [5, 8]]
+    assert w[0, 1] == 0 and w[2, 1] == 0 and w[1, 1] == pytest.approx(0.3)
+
+
+def test_interleaved_runs_each_function_and_accepts_self_timed():
+    calls = {"a": 0, "b": 0}
+
+    def a():
+        calls["a"] += 1
+
+    def b():
+        calls["b"] += 1
+        return 0.25
+
+    med = interleaved({"a": a, "b": b}, trials=3, warmup=1)
+    assert calls == {"a": 4, "b": 4}
+    assert med["b"] == 0.25 and med["a"] >= 0
+
+
+def test_peak_bytes_sees_temporaries():
+    def f():
+        x = torch.ones(1000, 1000)  # 4 MB
+        return (x * 2).sum()
+
+    assert peak_bytes(f, torch.device("cpu")) >= 4_000_000
+
+
+def test_synthetic_layer_is_deterministic():
+    e1, e2 = make_experts(TINY, torch.float32, torch.device("cpu"), 0), make_experts(TINY, torch.float32, torch.device("cpu"), 0)
+    assert torch.equal(e1.gate_up_proj, e2.gate_up_proj)
+    t = make_tokens(TINY, torch.float32, torch.device("cpu"), 0)
+    assert t.index.shape == (24, 2) and torch.allclose(t.weights.sum(-1), torch.ones(24))
+
+
+def test_run_bench_and_report(tmp_path):
+    cfg = BenchConfig((TINY, LayerShape("tiny8", 32, 16, 16, 8, 5)), trials=1, warmup=0, model=None)
+    result = run_bench(cfg, preset="test")
+    assert len(result["layers"]) == 2
+    layer = result["layers"][0]
+    assert layer["flop_ratio"]["half k=1"] == pytest.approx(0.75)
+    assert {"adaptk | fixed", "transformers eager | fixed", "transformers grouped_mm | fixed"} <= set(layer["seconds"])
+    assert 0 < layer["routing"]["share_of_adaptive_layer"] < 1
+    assert set(layer["peak_bytes"]) >= {"fixed", "half k=1"}
+    md = render_markdown(result)
+    assert "| tiny H32 I48 8x top-2 T24 | half k=1 | 0.750 |" in md
+    jpath, mpath = write(result, tmp_path)
+    assert json.loads(jpath.read_text())["preset"] == "test" and mpath.read_text() == md
+
+
+def test_cli_parses_and_imports_lazily():
+    from adaptk.cli import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--full", "--trials", "2", "--no-model"])
+    assert args.preset == "full" and args.trials == 2 and args.no_model
+    assert parser.parse_args([]).preset == "quick"
+
+
+def test_native_top1_and_single_token_shapes():
+    """Mixes that drop nothing (native k=1, half of one token) are left out, not crashed on."""
+    shapes = (LayerShape("top1", 16, 16, 4, 1, 6), LayerShape("one", 16, 16, 4, 2, 1))
+    cfg = BenchConfig(shapes, trials=1, warmup=0, model=None, backends=(), strategies=False)
+    top1, one = run_bench(cfg)["layers"]
+    assert set(top1["flop_ratio"]) == {"fixed"}
+    assert set(one["flop_ratio"]) == {"fixed", "all k=1"}
