@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 
 
+# fallback defaults of the options a preset's recipe may set (shown as None to argparse so that
+# an option the user gave always wins over the preset's recipe)
+FALLBACK = dict(steps=1000, threads=None, entropy_coef=0.0)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="mixtral-mini",
                         help="mixtral-mini | olmoe-mini | qwen-moe-mini | dense-mini (default mixtral-mini)")
@@ -12,14 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-file", action="append", default=[], metavar="PATH",
                         help="train on local UTF-8 text files instead (repeatable; lines split 90/5/5 by position)")
     parser.add_argument("--out", required=True, help="output folder (model, tokenizer, model card, logs)")
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=None, help="default: the preset's recipe, else 1000")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--warmup-steps", type=int, default=50)
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: the preset's recipe, else torch's choice)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt")
     parser.add_argument("--log-every", type=int, default=25, help="health log interval (steps)")
@@ -30,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("routing controls")
     g.add_argument("--balance-coef", type=float, default=0.01, help="Switch load-balancing loss weight")
     g.add_argument("--z-loss-coef", type=float, default=0.001, help="router z-loss weight")
-    g.add_argument("--entropy-coef", type=float, default=0.0,
-                   help="routing entropy term: > 0 spreads routing, < 0 sharpens it")
+    g.add_argument("--entropy-coef", type=float, default=None,
+                   help="routing entropy term: > 0 spreads routing, < 0 sharpens it (default: the preset's recipe, else 0)")
     g.add_argument("--aux-free-bias-speed", type=float, default=0.0, help="DeepSeek-V3 bias balancing speed gamma")
     g.add_argument("--jitter", type=float, default=0.0, help="multiplicative input jitter eps")
     g.add_argument("--logit-noise", type=float, default=0.0, help="Gaussian router logit noise std")
@@ -46,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from adaptk.train import RoutingControls, TrainConfig, train
+    from adaptk.train.presets import PRESETS
+
+    recipe = PRESETS[args.preset].recipe or {} if args.preset in PRESETS else {}
+    for key, fallback in FALLBACK.items():
+        if getattr(args, key) is None:
+            setattr(args, key, recipe.get(key, fallback))
 
     controls = RoutingControls(
         balance_coef=args.balance_coef, z_loss_coef=args.z_loss_coef, entropy_coef=args.entropy_coef,

@@ -14,6 +14,7 @@ class Preset:
     kwargs: dict
     description: str
     moe: bool = True
+    recipe: dict | None = None  # CLI defaults of `adaptk train --preset NAME` (the shipped recipe)
 
 
 PRESETS: dict[str, Preset] = {
@@ -22,6 +23,9 @@ PRESETS: dict[str, Preset] = {
         dict(intermediate_size=192, num_local_experts=8, num_experts_per_tok=2, router_jitter_noise=0.0,
              output_router_logits=False),
         "MixtralForCausalLM, 4 layers, hidden 128, 8 experts (width 192), top-2",
+        # the recipe of the shipped default model (docs/train.md: a small negative entropy term
+        # keeps every layer's mean normalised routing entropy below 0.9)
+        recipe=dict(steps=700, threads=1, entropy_coef=-0.008),
     ),
     "olmoe-mini": Preset(
         "OlmoeConfig",
@@ -41,6 +45,7 @@ PRESETS: dict[str, Preset] = {
         dict(intermediate_size=384),
         "MistralForCausalLM, 4 layers, hidden 128, MLP width 384 (= 2 x mixtral-mini expert width: same active parameters)",
         moe=False,
+        recipe=dict(steps=700, threads=1),
     ),
 }
 

@@ -1,0 +1,147 @@
+"""``calibrate(model, ids, CalibrateConfig)``: one pass of router statistics, a search on them,
+and a validated policy file that records how the policy was found."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from adaptk.calibrate import strategies as S
+from adaptk.calibrate.collect import RouterStats, collect_router_stats
+from adaptk.calibrate.errors import CalibrationError
+from adaptk.calibrate.fingerprint import data_fingerprint
+from adaptk.calibrate.match import match_avg_k
+from adaptk.calibrate.policy_file import PolicyFile, make_policy_file
+from adaptk.calibrate.quality import QualityBudget, quality_constrained
+from adaptk.evaluate.perplexity import WindowConfig
+from adaptk.routing import Policy
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("theory", "percentile", "quality", "top_p", "ratio_skip", "ratio_skip_median")
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    strategy: str = "percentile"
+    k_values: tuple[int, ...] | None = None  # entropy rules; default 1..native k
+    alphas: tuple[float, ...] | None = None  # theory: θ_i = α_i log N
+    target_avg_k: float | None = None
+    target_fraction: float | None = None  # target average k as a fraction of native k
+    target_distribution: tuple[float, ...] | None = None  # percentile: share per k value
+    per_layer: bool = False
+    max_ppl_increase: float | None = None  # quality: relative, 0.01 = 1%
+    max_kl: float | None = None
+    max_tokens: int = 16384  # router statistics
+    quality_tokens: int = 4096  # tokens per forward pass of quality search / matching
+    window: int = 512
+    max_passes: int = 24
+    verify: bool = True  # correct the fit with real patched runs to within 1% avg k
+    tol: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise CalibrationError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.target_avg_k is not None and self.target_fraction is not None:
+            raise CalibrationError("give a target average k or a target fraction of native k, not both")
+        if self.target_fraction is not None and not 0 < self.target_fraction <= 1:
+            raise CalibrationError(f"target fraction must be in (0, 1], got {self.target_fraction}")
+        if self.target_avg_k is not None and not self.target_avg_k > 0:
+            raise CalibrationError(f"target average k must be > 0, got {self.target_avg_k}")
+        for name in ("max_tokens", "quality_tokens", "window", "max_passes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise CalibrationError(f"{name} must be a positive integer, got {v!r}")
+        needs_target = self.strategy in ("top_p", "ratio_skip") or (
+            self.strategy == "percentile" and self.target_distribution is None)
+        if needs_target and self.target_avg_k is None and self.target_fraction is None:
+            raise CalibrationError(f"strategy {self.strategy!r} needs a target: --target-avg-k or --target-fraction"
+                                   + (" (or --target-distribution)" if self.strategy == "percentile" else ""))
+        if self.strategy == "theory" and not self.alphas:
+            raise CalibrationError("strategy 'theory' needs --alphas (θ_i = α_i · log N)")
+        if self.strategy == "quality":
+            QualityBudget(self.max_ppl_increase, self.max_kl)
+
+    def target(self, native_k: int) -> float | None:
+        if self.target_avg_k is not None:
+            return float(self.target_avg_k)
+        if self.target_fraction is not None:
+            return self.target_fraction * native_k
+        return None
+
+
+@dataclass
+class CalibrationOutcome:
+    policy: Policy
+    policy_file: PolicyFile
+    stats: RouterStats
+    details: dict = field(default_factory=dict)
+
+
+def _fit_fn(cfg: CalibrateConfig, stats: RouterStats, kv: tuple[int, ...]):
+    if cfg.strategy == "percentile":
+        return lambda t: S.entropy_for_avg_k(stats, kv, t, per_layer=cfg.per_layer)
+    if cfg.strategy == "top_p":
+        return lambda t: S.top_p_for_avg_k(stats, t)
+    return lambda t: S.ratio_skip_for_avg_k(stats, t, per_layer=cfg.per_layer)
+
+
+def calibrate(model: nn.Module, ids: torch.Tensor, cfg: CalibrateConfig, *, progress: bool = False,
+              stats: RouterStats | None = None) -> CalibrationOutcome:
+    """Fit ``cfg.strategy`` on ids [L] (token ids of the calibration text)."""
+    ids = ids.reshape(-1)
+    if ids.numel() < 2:
+        raise CalibrationError(f"calibration text has {ids.numel()} tokens; give more text")
+    used = ids[: cfg.max_tokens]
+    if stats is None:
+        stats = collect_router_stats(model, used, window=cfg.window, max_tokens=cfg.max_tokens, progress=progress)
+    native = min(stats.native_k)
+    kv = tuple(cfg.k_values) if cfg.k_values else S.default_k_values(stats)
+    target = cfg.target(native)
+    qids = used[: cfg.quality_tokens]
+    wcfg = WindowConfig(min(cfg.window, qids.numel()), min(cfg.window, qids.numel()))
+    passes, details = 1, {}
+    if cfg.strategy == "theory":
+        policy = S.theory(stats, kv, cfg.alphas)
+    elif cfg.strategy == "ratio_skip_median":
+        policy = S.ratio_skip_median(stats)
+    elif cfg.strategy == "quality":
+        res = quality_constrained(model, qids, stats, QualityBudget(cfg.max_ppl_increase, cfg.max_kl),
+                                  k_values=kv, cfg=wcfg, max_passes=cfg.max_passes, progress=progress)
+        policy, passes = res.policy, passes + res.forward_passes
+        details = {"metric": res.metric, "value": res.value, "measured_average_k": res.average_k,
+                   "trials": res.trials, "weights": res.weights}
+    elif cfg.strategy == "percentile" and cfg.target_distribution is not None:
+        policy = S.percentile_distribution(stats, kv, cfg.target_distribution, per_layer=cfg.per_layer)
+    else:
+        lo, hi = (kv[0], kv[-1]) if cfg.strategy == "percentile" else (1, native)
+        fit = _fit_fn(cfg, stats, kv)
+        if cfg.verify:
+            m = match_avg_k(model, qids, fit, target, lo=lo, hi=hi, cfg=wcfg, tol=cfg.tol)
+            policy, passes = m.policy, passes + m.forward_passes
+            details = {"measured_average_k": m.achieved, "within_tol": m.within_tol, "history": m.history}
+        else:
+            policy = fit(target)
+    targets = {k: v for k, v in {"target_avg_k": target, "target_distribution": cfg.target_distribution,
+                                 "max_ppl_increase": cfg.max_ppl_increase, "max_kl": cfg.max_kl,
+                                 "alphas": cfg.alphas, "per_layer": cfg.per_layer,
+                                 "k_values": list(kv)}.items() if v is not None}
+    info = {"strategy": cfg.strategy, "data_sha256": data_fingerprint(used), "tokens": int(stats.tokens),
+            "targets": targets, "forward_passes": passes,
+            "measured": {k: v for k, v in details.items() if k != "trials"},
+            "simulated_average_k": _safe_sim(policy, stats)}
+    pf = make_policy_file(model, policy, info)
+    return CalibrationOutcome(policy, pf, stats, details)
+
+
+def _safe_sim(policy: Policy, stats: RouterStats) -> float:
+    from adaptk.calibrate.simulate import simulated_avg_k
+
+    try:
+        return simulated_avg_k(policy, stats)
+    except CalibrationError:
+        return math.nan

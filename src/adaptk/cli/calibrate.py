@@ -1,0 +1,44 @@
+"""``adaptk calibrate``: fit a routing policy for a model on some text and write a policy file."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from adaptk.evaluate import cliargs as C
+
+    C.add_model_args(parser)
+    C.add_text_args(parser, "", "valid", "calibration")
+    C.add_calibration_args(parser, "percentile")
+    parser.add_argument("--max-tokens", type=int, default=16384, help="router statistics token cap")
+    parser.add_argument("--quality-tokens", type=int, default=4096, help="tokens per verification/quality pass")
+    parser.add_argument("--window", type=int, default=512)
+    parser.add_argument("--no-verify", action="store_true", help="skip the patched-run check of the average k")
+    parser.add_argument("--out", "-o", default="adaptk-policy.json", help="policy file to write")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from adaptk.calibrate import calibrate, save_policy_file
+    from adaptk.evaluate import cliargs as C
+    from adaptk.evaluate.io import load_model_and_tokenizer
+
+    C.set_threads(args)
+    cfg = C.calibrate_config(args, max_tokens=args.max_tokens, quality_tokens=args.quality_tokens,
+                             window=args.window, verify=not args.no_verify)
+    model, tok, path = load_model_and_tokenizer(args.model)
+    ids, source = C.text_ids(args, "", tok)
+    out = calibrate(model, ids, cfg, progress=not args.no_progress)
+    save_policy_file(out.policy_file, args.out)
+    c = out.policy_file.calibration
+    print(f"model: {path} ({out.policy_file.model.architecture}, {out.policy_file.model.num_moe_layers} MoE layers)")
+    print(f"text: {source}, {c.tokens} tokens (sha256 {c.data_sha256[:12]}...)")
+    print(f"strategy: {c.strategy}; forward passes: {c.forward_passes}")
+    print(f"policy: {out.policy.to_dict()}")
+    print(f"average k: simulated {c.simulated_average_k:.3f}"
+          + (f", measured {c.measured['measured_average_k']:.3f}" if "measured_average_k" in c.measured else ""))
+    if "value" in c.measured:
+        print(f"quality: {c.measured['metric']} = {c.measured['value']:.4f}")
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,77 @@
+"""``adaptk evaluate``: calibrate, evaluate and report. With no arguments it runs offline on the
+embedded default model and the built-in stdlib corpus (calibrate on valid, evaluate on test)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from adaptk.evaluate import cliargs as C
+    from adaptk.evaluate.sweep import DEFAULT_RULES, RULES
+
+    C.add_model_args(parser)
+    C.add_text_args(parser, "", "test", "evaluation")
+    C.add_text_args(parser, "calib-", "valid", "calibration (default: the evaluation corpus's valid split)")
+    C.add_calibration_args(parser, "quality")
+    parser.add_argument("--policy", help="evaluate this policy file instead of calibrating")
+    parser.add_argument("--calib-tokens", type=int, default=16384)
+    parser.add_argument("--eval-tokens", type=int, default=16384)
+    parser.add_argument("--match-tokens", type=int, default=4096, help="calibration tokens per matched-k check")
+    parser.add_argument("--rules", default=",".join(DEFAULT_RULES),
+                        help=f"adaptive rules of the side-by-side sweep, from {','.join(RULES)}")
+    parser.add_argument("--alphas-sweep", type=C.float_list, default=(0.3, 0.5, 0.7, 0.9),
+                        help="α values of the threshold-sensitivity table")
+    parser.add_argument("--window", type=int, default=256, help="perplexity window (tokens)")
+    parser.add_argument("--stride", type=int, default=128, help="perplexity stride (tokens)")
+    parser.add_argument("--sections", default="sensitivity,granularity,tokens,pareto",
+                        help="extra tables to compute, comma-separated (empty: headline only)")
+    parser.add_argument("--fractions", type=C.float_list, default=(0.9, 0.75, 0.6),
+                        help="Pareto budgets as fractions of native k")
+    parser.add_argument("--match-on", choices=("calib", "eval"), default="calib",
+                        help="match each rule's average k on calibration tokens (default) or on the evaluation "
+                             "text (a compute-matched comparison; quality is never fit on it)")
+    parser.add_argument("--out", "-o", default="adaptk-report", help="report folder")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    import time
+
+    from adaptk.calibrate import load_policy_file
+    from adaptk.evaluate import cliargs as C
+    from adaptk.evaluate.io import load_model_and_tokenizer
+    from adaptk.evaluate.pipeline import EvaluateConfig, run_evaluation
+    from adaptk.evaluate.summary import short_table
+    from adaptk.evaluate.sweep import SweepConfig
+    from adaptk.report import write_report
+
+    t0 = time.perf_counter()
+    C.set_threads(args)
+    sections = tuple(s for s in args.sections.split(",") if s.strip())
+    cfg = EvaluateConfig(calib_tokens=args.calib_tokens, eval_tokens=args.eval_tokens, match_tokens=args.match_tokens,
+                         window=args.window, stride=args.stride, sections=sections, match_on=args.match_on,
+                         calibration=C.calibrate_config(args), alphas=tuple(args.alphas_sweep),
+                         sweep=SweepConfig(fractions=tuple(args.fractions),
+                                           rules=tuple(r for r in args.rules.split(",") if r)))
+    model, tok, path = load_model_and_tokenizer(args.model)
+    policy = load_policy_file(args.policy, model).build_policy() if args.policy else None
+    eval_ids, eval_src = C.text_ids(args, "", tok)
+    if any(getattr(args, f"calib_{k}") for k in ("corpus", "text_file", "dataset")):
+        calib_ids, calib_src = C.text_ids(args, "calib_", tok)
+    elif args.text_file:  # one file: calibrate on its first half, evaluate on its second half
+        half = eval_ids.numel() // 2
+        calib_ids, eval_ids = eval_ids[:half], eval_ids[half:]
+        calib_src, eval_src = f"{eval_src} (first half)", f"{eval_src} (second half)"
+    else:  # the same corpus or dataset, its calibration split
+        args.calib_corpus, args.calib_dataset = args.corpus, args.dataset
+        calib_ids, calib_src = C.text_ids(args, "calib_", tok)
+    meta = {"model_name": path, "calib_source": calib_src, "eval_source": eval_src,
+            "command": "adaptk evaluate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else None}
+    results = run_evaluation(model, calib_ids, eval_ids, cfg, meta=meta, progress=not args.no_progress,
+                             policy=policy)
+    out = write_report(results, args.out)
+    print(short_table(results))
+    print(f"report: {out}/report.html (JSON: {out}/results.json) in {time.perf_counter() - t0:.1f} s")
+    return 0

@@ -1,0 +1,21 @@
+"""``adaptk report``: render the HTML/Markdown/PNG report from ``adaptk evaluate``'s results.json."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", help="results.json (or the folder holding it)")
+    parser.add_argument("--out", "-o", default="adaptk-report", help="report folder to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    from adaptk.evaluate.summary import short_table
+    from adaptk.report import load_results, write_report
+
+    results = load_results(args.results)
+    out = write_report(results, args.out)
+    print(short_table(results))
+    print(f"report: {out}/report.html")
+    return 0

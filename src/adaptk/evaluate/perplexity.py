@@ -1,0 +1,129 @@
+"""Perplexity by the standard strided sliding window (the Hugging Face "perplexity of
+fixed-length models" method).
+
+Windows of ``window`` tokens start every ``stride`` tokens; each window scores only the tokens
+not scored by an earlier window, with the earlier ones as context. ``stride == window`` is
+plain non-overlapping evaluation. Per-token losses are returned, aligned to token positions
+1..L-1 (position 0 has no prediction).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from adaptk.errors import AdaptkError
+
+
+class TextTooShortError(AdaptkError, ValueError):
+    """The evaluation text is shorter than what the method needs."""
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    window: int = 512
+    stride: int = 256
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.window, int) or self.window < 2:
+            raise AdaptkError(f"window must be an integer >= 2 tokens, got {self.window!r}")
+        if not isinstance(self.stride, int) or not 1 <= self.stride <= self.window:
+            raise AdaptkError(f"stride must be an integer in [1, window={self.window}], got {self.stride!r}")
+
+
+@dataclass
+class PerplexityResult:
+    nll: float  # mean negative log-likelihood, nats/token
+    tokens: int  # tokens scored
+    window: int
+    stride: int
+    seconds: float
+    token_loss: torch.Tensor  # [L-1] float32, loss of predicting token i+1
+    logprobs: torch.Tensor | None = None  # [L-1, V] float32 (float16 if huge) if requested
+
+    @property
+    def ppl(self) -> float:
+        return math.exp(self.nll)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+def plan_windows(n: int, cfg: WindowConfig) -> list[tuple[int, int, int]]:
+    """(begin, end, first scored position) of every window over n tokens."""
+    out, prev_end = [], 0
+    for begin in range(0, n, cfg.stride):
+        end = min(begin + cfg.window, n)
+        if end - begin < 2 or end <= prev_end:
+            break
+        out.append((begin, end, max(prev_end, begin + 1)))
+        prev_end = end
+        if end == n:
+            break
+    return out
+
+
+def _batches(windows: list[tuple[int, int, int]], batch_size: int):
+    """Consecutive windows of equal length, at most ``batch_size`` at a time."""
+    batch: list[tuple[int, int, int]] = []
+    for w in windows:
+        if batch and (len(batch) == batch_size or w[1] - w[0] != batch[0][1] - batch[0][0]):
+            yield batch
+            batch = []
+        batch.append(w)
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def sliding_window_perplexity(model: nn.Module, ids: torch.Tensor, cfg: WindowConfig = WindowConfig(),
+                              keep_logprobs: bool = False, progress: bool = False,
+                              desc: str = "perplexity", batch_size: int = 8) -> PerplexityResult:
+    """ids [L] int64 -> PerplexityResult over all L-1 predictable tokens.
+
+    Windows are independent, so equal-length ones run ``batch_size`` at a time ([B, W]).
+    """
+    from tqdm.auto import tqdm
+
+    ids = ids.reshape(-1)
+    n = ids.shape[0]
+    if n < cfg.window:
+        raise TextTooShortError(f"text has {n} tokens, shorter than one window of {cfg.window}; "
+                                "give more text or a smaller --window")
+    device = next(model.parameters()).device
+    token_loss = torch.full((n - 1,), float("nan"))
+    logprobs = None
+    windows = plan_windows(n, cfg)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(windows), desc=desc, disable=not progress, leave=False)
+    for batch in _batches(windows, batch_size):
+        x = torch.stack([ids[b:e] for b, e, _ in batch]).to(device)  # [B, W]
+        logits = model(input_ids=x, use_cache=False).logits.float()  # [B, W, V]
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # [B, W-1, V]: position j predicts token j+1
+        loss = -logp.gather(2, x[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()  # [B, W-1]
+        for i, (begin, end, first) in enumerate(batch):
+            sl = slice(first - begin - 1, end - begin - 1)
+            token_loss[first - 1: end - 1] = loss[i, sl]
+            if keep_logprobs:
+                if logprobs is None:
+                    # float32 unless that would pass 1 GiB (then float16: KL then carries ~1e-5 noise)
+                    big = (n - 1) * logp.shape[-1] > 2**28
+                    logprobs = torch.zeros(n - 1, logp.shape[-1], dtype=torch.float16 if big else torch.float32)
+                logprobs[first - 1: end - 1] = logp[i, sl].to(logprobs.dtype).cpu()
+        bar.update(len(batch))
+    bar.close()
+    seconds = time.perf_counter() - t0
+    scored = int(torch.isfinite(token_loss).sum())
+    nll = float(token_loss.double().nansum() / scored)
+    return PerplexityResult(nll, scored, cfg.window, cfg.stride, seconds, token_loss, logprobs)
+
+
+def kl_to_reference(ref_logprobs: torch.Tensor, logprobs: torch.Tensor) -> float:
+    """Mean over tokens of KL(ref || new), both [T, V] log-probabilities."""
+    r, q = ref_logprobs.float(), logprobs.float()
+    return float((r.exp() * (r - q)).sum(dim=-1).mean())

@@ -1,0 +1,139 @@
+"""Side by side: every rule at matched average k over several compute budgets -> a Pareto table.
+
+Each adaptive rule is fit on the calibration statistics for the target average k and corrected
+by real patched runs on calibration tokens until the measured average k is within ``tol``; it
+is then evaluated on the evaluation tokens, whose achieved average k is reported next to it.
+Fixed top-k can only take integer k: its points (native k, always k-1, ...) are listed at the
+average k they have.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from adaptk.calibrate import strategies as S
+from adaptk.calibrate.collect import RouterStats
+from adaptk.calibrate.errors import BudgetNotMetError, CalibrationError
+from adaptk.calibrate.match import match_avg_k
+from adaptk.calibrate.measure import measure
+from adaptk.calibrate.quality import targets_for_level
+from adaptk.calibrate.search import bisect
+from adaptk.calibrate.simulate import simulated_avg_k
+from adaptk.evaluate.perplexity import WindowConfig
+from adaptk.routing import FixedTopK, Policy
+
+log = logging.getLogger(__name__)
+
+RULES = ("entropy_global", "entropy_per_layer", "entropy_quality_alloc", "top_p", "ratio_skip",
+         "ratio_skip_per_layer")
+DEFAULT_RULES = ("entropy_global", "entropy_per_layer", "entropy_quality_alloc", "top_p", "ratio_skip_per_layer")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    fractions: tuple[float, ...] = (0.9, 0.75, 0.6)
+    rules: tuple[str, ...] = DEFAULT_RULES
+    median_rule: bool = True  # also the unmatched ratio-skip median rule of Lu et al. (its own k)
+    tol: float = 0.01
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.rules if r not in RULES]
+        if bad:
+            raise CalibrationError(f"unknown rules {bad}; known: {list(RULES)}")
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+            raise CalibrationError(f"budget fractions must be in (0, 1], got {self.fractions}")
+
+
+def rule_fitters(stats: RouterStats, kv: tuple[int, ...], weights: Sequence[float] | None
+                 ) -> dict[str, Callable[[float], Policy]]:
+    def quality_alloc(t: float) -> Policy:
+        w = weights or [1.0] * len(stats.layers)
+        make = lambda c: S.entropy_for_avg_k(stats, kv, targets_for_level(c, w, kv), per_layer=True)  # noqa: E731
+        c = bisect(lambda c: simulated_avg_k(make(c), stats), 0.0, 1.0 / min(w), t, increasing=False, iters=30)
+        return make(c)
+
+    return {
+        "entropy_global": lambda t: S.entropy_for_avg_k(stats, kv, t),
+        "entropy_per_layer": lambda t: S.entropy_for_avg_k(stats, kv, t, per_layer=True),
+        "entropy_quality_alloc": quality_alloc,
+        "top_p": lambda t: S.top_p_for_avg_k(stats, t),
+        "ratio_skip": lambda t: S.ratio_skip_for_avg_k(stats, t),
+        "ratio_skip_per_layer": lambda t: S.ratio_skip_for_avg_k(stats, t, per_layer=True),
+    }
+
+
+def _row(rule: str, budget: float | None, target: float | None, policy: Policy, m, calib_k=None,
+         passes=0, within=None) -> dict:
+    r = {"rule": rule, "budget_fraction": budget, "target_avg_k": target, "policy": policy.to_dict(),
+         "calib_avg_k": calib_k, "eval_avg_k": m.average_k, "ppl": m.ppl.ppl, "nll": m.ppl.nll,
+         "compute_fraction": m.report.compute_fraction, "tokens_per_second": m.ppl.tokens_per_second,
+         "match_passes": passes, "matched_within_tol": within}
+    if target:
+        r["eval_k_error"] = (m.average_k - target) / target
+    return r
+
+
+def pareto_sweep(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Tensor, stats: RouterStats,
+                 cfg: SweepConfig, wcfg: WindowConfig, match_cfg: WindowConfig, *,
+                 k_values: tuple[int, ...] | None = None, weights: Sequence[float] | None = None,
+                 progress: bool = False) -> dict:
+    from tqdm.auto import tqdm
+
+    native = min(stats.native_k)
+    kv = k_values or S.default_k_values(stats)
+    rows, skipped = [], []
+    fixed = sorted({native, max(1, native - 1), 1})
+    jobs = [("fixed_k", None, k) for k in reversed(fixed)]
+    jobs += [(rule, f, None) for f in cfg.fractions for rule in cfg.rules]
+    fitters = rule_fitters(stats, kv, weights)
+    if cfg.median_rule:
+        jobs.append(("ratio_skip_median", None, None))
+    for rule, frac, k in tqdm(jobs, desc="pareto sweep", disable=not progress):
+        if rule == "fixed_k":
+            name = "fixed_k" if k == native else ("always_k-1" if k == native - 1 else f"fixed_k={k}")
+            pol = FixedTopK(k)
+            rows.append(_row(name, k / native, float(k), pol, measure(model, pol, eval_ids, wcfg)))
+            continue
+        if rule == "ratio_skip_median":
+            pol = S.ratio_skip_median(stats)
+            m = measure(model, pol, eval_ids, wcfg)
+            rows.append(_row(rule, m.average_k / native, None, pol, m))
+            continue
+        target = frac * native
+        try:
+            mr = match_avg_k(model, calib_ids, fitters[rule], target, lo=1.0, hi=float(native), cfg=match_cfg,
+                             tol=cfg.tol)
+        except BudgetNotMetError as exc:
+            skipped.append({"rule": rule, "budget_fraction": frac, "reason": str(exc)})
+            continue
+        m = measure(model, mr.policy, eval_ids, wcfg)
+        rows.append(_row(rule, frac, target, mr.policy, m, mr.achieved, mr.forward_passes, mr.within_tol))
+    return {"fractions": list(cfg.fractions), "native_k": native, "k_values": list(kv), "rows": rows,
+            "skipped": skipped, "pareto_front": pareto_front(rows)}
+
+
+def pareto_front(rows: list[dict]) -> list[str]:
+    """Rows (by 'rule@budget') not dominated in (eval avg k, ppl): lower is better in both."""
+    front = []
+    for r in rows:
+        dominated = any(o is not r and o["eval_avg_k"] <= r["eval_avg_k"] and o["ppl"] <= r["ppl"]
+                        and (o["eval_avg_k"] < r["eval_avg_k"] or o["ppl"] < r["ppl"]) for o in rows)
+        if not dominated:
+            front.append(f"{r['rule']}@{r['budget_fraction']:.2f}")
+    return front
+
+
+def format_table(sweep: dict) -> str:
+    head = f"{'rule':<22} {'budget':>6} {'target k':>8} {'match k':>8} {'eval k':>7} {'ppl':>9} {'compute':>8}"
+    lines = [head, "-" * len(head)]
+    for r in sorted(sweep["rows"], key=lambda r: (-(r["budget_fraction"] or 0), r["rule"])):
+        ck = f"{r['calib_avg_k']:.3f}" if r["calib_avg_k"] is not None else "-"
+        tk = f"{r['target_avg_k']:.3f}" if r["target_avg_k"] is not None else "-"
+        lines.append(f"{r['rule']:<22} {r['budget_fraction']:>6.2f} {tk:>8} {ck:>8} "
+                     f"{r['eval_avg_k']:>7.3f} {r['ppl']:>9.3f} {r['compute_fraction']:>8.3f}")
+    return "\n".join(lines)

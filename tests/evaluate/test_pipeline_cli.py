@@ -1,0 +1,110 @@
+"""The pipeline and the CLI on a tiny saved model and tokenizer (offline), and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adaptk.cli.main import main
+from adaptk.errors import UnsupportedModelError
+from adaptk.evaluate import EvaluateConfig, TextTooShortError, run_evaluation
+from adaptk.evaluate.pipeline import granularity_sets
+from calibrate.helpers import random_ids, random_text, saved_tiny_model
+from tiny_models import tiny_model
+
+SMALL = ["--calib-tokens", "128", "--eval-tokens", "96", "--match-tokens", "64", "--window", "32",
+         "--stride", "16", "--max-passes", "6", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    d = tmp_path_factory.mktemp("m")
+    model = saved_tiny_model(d / "model")
+    text = d / "text.txt"
+    text.write_text(random_text(1200))
+    return model, str(text), d
+
+
+def test_cli_evaluate_and_report(saved, tmp_path, capsys):
+    model, text, _ = saved
+    out = tmp_path / "rep"
+    rc = main(["evaluate", "--model", model, "--text-file", text, *SMALL, "--fractions", "0.75",
+               "--sections", "pareto,tokens", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "native top-k" in printed and "entropy_per_layer" in printed and "ratio_skip" in printed
+    r = json.loads((out / "results.json").read_text())
+    assert r["meta"]["window"] == 32 and r["meta"]["stride"] == 16
+    rows = r["pareto"]["rows"]
+    assert {x["rule"] for x in rows} == {"fixed_k", "always_k-1", "entropy_global", "entropy_per_layer",
+                                         "entropy_quality_alloc", "top_p", "ratio_skip_per_layer",
+                                         "ratio_skip_median"}
+    for x in rows:
+        if x["calib_avg_k"] is not None:
+            assert x["matched_within_tol"] and abs(x["calib_avg_k"] - x["target_avg_k"]) / x["target_avg_k"] <= 0.01
+    assert r["calibrated"]["policy_file"]["calibration"]["strategy"] == "quality"
+    rc = main(["report", str(out), "--out", str(tmp_path / "again")])
+    assert rc == 0 and (tmp_path / "again" / "report.html").exists()
+
+
+def test_cli_calibrate_then_evaluate_policy(saved, tmp_path, capsys):
+    model, text, _ = saved
+    pol = tmp_path / "p.json"
+    rc = main(["calibrate", "--model", model, "--text-file", text, "--strategy", "ratio_skip_median",
+               "--window", "32", "--max-tokens", "128", "--no-progress", "--out", str(pol)])
+    assert rc == 0 and "ratio_skip" in capsys.readouterr().out
+    assert json.loads(pol.read_text())["version"] == 1
+    rc = main(["evaluate", "--model", model, "--text-file", text, "--policy", str(pol), *SMALL, "--sections", "",
+               "--out", str(tmp_path / "r")])
+    assert rc == 0
+
+
+def test_cli_errors_are_clear(saved, tmp_path, capsys):
+    model, text, d = saved
+    short = tmp_path / "short.txt"
+    short.write_text("w1 w2 w3")
+    rc = main(["evaluate", "--model", model, "--text-file", str(short), *SMALL, "--out", str(tmp_path / "o")])
+    assert rc == 2 and "shorter than one window" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 99}')
+    rc = main(["evaluate", "--model", model, "--text-file", text, "--policy", str(bad), *SMALL,
+               "--out", str(tmp_path / "o")])
+    assert rc == 2 and "newer than this adaptk" in capsys.readouterr().err
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    rc = main(["evaluate", "--model", model, "--text-file", text, *SMALL, "--sections", "",
+               "--out", str(blocker / "rep")])
+    assert rc == 2 and "cannot" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_no_moe_model_and_short_text():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    dense = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2))
+    ids = random_ids(128)
+    with pytest.raises(UnsupportedModelError, match="no MoE layer"):
+        run_evaluation(dense, ids, ids, EvaluateConfig(window=32, stride=16), progress=False)
+    with pytest.raises(TextTooShortError, match="evaluation text has 20 tokens"):
+        run_evaluation(tiny_model("mixtral"), ids, ids[:20], EvaluateConfig(window=32, stride=16), progress=False)
+
+
+def test_granularity_sets():
+    assert granularity_sets(2, 8) == [(1, 2), (1, 2, 3)]
+    assert (1, 2, 4) in granularity_sets(4, 8) and granularity_sets(4, 8)[-1] == (1, 2, 3, 4, 5)
+
+
+def test_cli_cross_domain(saved, tmp_path):
+    model, text, d = saved
+    other = d / "other.txt"
+    other.write_text(random_text(400, seed=2))
+    out = tmp_path / "x"
+    rc = main(["evaluate", "--model", model, "--text-file", text, "--calib-text-file", str(other), *SMALL,
+               "--sections", "", "--strategy", "percentile", "--target-fraction", "75%", "--out", str(out)])
+    assert rc == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["meta"]["calib_source"] == "file:other.txt" and r["meta"]["eval_source"] == "file:text.txt"
+    assert r["meta"]["calib_sha256"] != r["meta"]["eval_sha256"]
