@@ -5,7 +5,9 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# tiny models on a small shared machine: one thread avoids OpenMP oversubscription, which can
+# make 2-thread runs of tiny matmuls many times slower than 1 thread
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
