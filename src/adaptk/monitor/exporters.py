@@ -56,6 +56,17 @@ class JsonlExporter:
         return record
 
 
+def _require_prometheus() -> None:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        from adaptk.monitor.errors import MonitorError
+
+        raise MonitorError(
+            "the Prometheus exporter needs prometheus_client: pip install 'adaptk[monitor]'"
+        ) from exc
+
+
 class PrometheusCollector:
     """A ``prometheus_client`` collector that reads the monitor at scrape time.
 
@@ -65,6 +76,7 @@ class PrometheusCollector:
     """
 
     def __init__(self, monitor: RoutingMonitor, registry=None, max_expert_labels: int = 64) -> None:
+        _require_prometheus()
         from prometheus_client import CollectorRegistry
 
         if not (isinstance(max_expert_labels, int) and max_expert_labels >= 0):
