@@ -141,3 +141,34 @@ def test_quality_budget_no_policy_meets_reports_best():
         calibrate(model, random_ids(256, seed=3), CalibrateConfig(
             "quality", max_kl=1e-9, k_values=(1, 2), window=64, max_tokens=128, quality_tokens=128, max_passes=6))
     assert info.value.best["value"] > 1e-9 and info.value.best["average_k"] >= 1
+
+
+def test_upper_bound_matches_a_plain_block_reference():
+    import numpy as np
+    from statistics import NormalDist
+
+    from adaptk.calibrate.quality import upper_bound
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, generator=g) * 0.3 + 0.05
+    x[::97] = float("nan")  # unscored positions are skipped
+    mean, ub = upper_bound(x, block=64, confidence=0.9)
+    d = x[torch.isfinite(x)].double().numpy()
+    nb = len(d) // 64
+    blocks = d[: nb * 64].reshape(nb, 64).mean(axis=1)
+    ref = d.mean() + NormalDist().inv_cdf(0.9) * blocks.std(ddof=1) / np.sqrt(nb)
+    assert mean == pytest.approx(d.mean()) and ub == pytest.approx(ref)
+    assert upper_bound(x[:50], block=64, confidence=0.9)[1] == pytest.approx(float(x[:50][torch.isfinite(x[:50])].double().mean()))
+
+
+def test_confidence_makes_the_quality_search_no_more_aggressive(model):
+    ids = random_ids(512, seed=2)
+    common = dict(max_ppl_increase=0.005, window=64, max_tokens=256, quality_tokens=256, max_passes=10)
+    point = calibrate(model, ids, CalibrateConfig("quality", confidence=None, **common))
+    sure = calibrate(model, ids, CalibrateConfig("quality", confidence=0.95, **common))
+    assert sure.details["upper_bound"] <= 0.005
+    assert sure.details["upper_bound"] >= sure.details["value"]
+    assert point.details["upper_bound"] == point.details["value"]
+    assert sure.details["measured_average_k"] >= point.details["measured_average_k"] - 1e-9
+    with pytest.raises(CalibrationError, match="confidence"):
+        CalibrateConfig("quality", max_ppl_increase=0.01, confidence=1.5)

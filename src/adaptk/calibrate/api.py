@@ -36,6 +36,7 @@ class CalibrateConfig:
     per_layer: bool = False
     max_ppl_increase: float | None = None  # quality: relative, 0.01 = 1%
     max_kl: float | None = None
+    confidence: float | None = 0.95  # quality: accept on the upper confidence bound (None: point estimate)
     max_tokens: int = 16384  # router statistics
     quality_tokens: int = 4096  # tokens per forward pass of quality search / matching
     window: int = 512
@@ -64,7 +65,7 @@ class CalibrateConfig:
         if self.strategy == "theory" and not self.alphas:
             raise CalibrationError("strategy 'theory' needs --alphas (θ_i = α_i · log N)")
         if self.strategy == "quality":
-            QualityBudget(self.max_ppl_increase, self.max_kl)
+            QualityBudget(self.max_ppl_increase, self.max_kl, self.confidence)
 
     def target(self, native_k: int) -> float | None:
         if self.target_avg_k is not None:
@@ -110,10 +111,11 @@ def calibrate(model: nn.Module, ids: torch.Tensor, cfg: CalibrateConfig, *, prog
     elif cfg.strategy == "ratio_skip_median":
         policy = S.ratio_skip_median(stats)
     elif cfg.strategy == "quality":
-        res = quality_constrained(model, qids, stats, QualityBudget(cfg.max_ppl_increase, cfg.max_kl),
+        res = quality_constrained(model, qids, stats, QualityBudget(cfg.max_ppl_increase, cfg.max_kl, cfg.confidence),
                                   k_values=kv, cfg=wcfg, max_passes=cfg.max_passes, progress=progress)
         policy, passes = res.policy, passes + res.forward_passes
-        details = {"metric": res.metric, "value": res.value, "measured_average_k": res.average_k,
+        details = {"metric": res.metric, "value": res.value, "upper_bound": res.upper,
+                   "confidence": cfg.confidence, "measured_average_k": res.average_k,
                    "trials": res.trials, "weights": res.weights}
     elif cfg.strategy == "percentile" and cfg.target_distribution is not None:
         policy = S.percentile_distribution(stats, kv, cfg.target_distribution, per_layer=cfg.per_layer)
@@ -128,6 +130,7 @@ def calibrate(model: nn.Module, ids: torch.Tensor, cfg: CalibrateConfig, *, prog
             policy = fit(target)
     targets = {k: v for k, v in {"target_avg_k": target, "target_distribution": cfg.target_distribution,
                                  "max_ppl_increase": cfg.max_ppl_increase, "max_kl": cfg.max_kl,
+                                 "confidence": cfg.confidence if cfg.strategy == "quality" else None,
                                  "alphas": cfg.alphas, "per_layer": cfg.per_layer,
                                  "k_values": list(kv)}.items() if v is not None}
     info = {"strategy": cfg.strategy, "data_sha256": data_fingerprint(used), "tokens": int(stats.tokens),

@@ -8,14 +8,21 @@ Per-layer entropy thresholds are searched, not one global threshold:
 3. allocation: layer l gets a reduction r_l = min(1, c · s_min / s_l) of its k range (least
    sensitive layers are reduced first); per-layer percentile thresholds realise it;
 4. bisection on c against the measured metric (``max_passes`` bounds the total).
+
+With a ``confidence`` (default 0.95 from the CLI), a candidate is accepted only when the one-sided
+upper confidence bound of its metric is within the budget, not just its point estimate: the
+per-token differences are grouped in blocks of one window (tokens of a window are correlated) and
+the bound is mean + z·(standard error of the block means). The lowest-k policy that only just
+meets a budget on a sample is otherwise biased to miss it on other text of the same kind.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import torch
 from torch import nn
@@ -35,8 +42,11 @@ log = logging.getLogger(__name__)
 class QualityBudget:
     max_ppl_increase: float | None = None  # relative, 0.01 = 1%
     max_kl: float | None = None  # nats/token
+    confidence: float | None = None  # accept on the upper confidence bound (None: point estimate)
 
     def __post_init__(self) -> None:
+        if self.confidence is not None and not (isinstance(self.confidence, int | float) and 0.5 <= self.confidence < 1):
+            raise CalibrationError(f"confidence must be in [0.5, 1) (or none), got {self.confidence!r}")
         if (self.max_ppl_increase is None) == (self.max_kl is None):
             raise CalibrationError("give exactly one quality budget: max_ppl_increase or max_kl")
         v = self.max_ppl_increase if self.max_ppl_increase is not None else self.max_kl
@@ -52,6 +62,27 @@ class QualityBudget:
         return float(self.max_ppl_increase if self.max_ppl_increase is not None else self.max_kl)
 
 
+def upper_bound(per_token: torch.Tensor, block: int, confidence: float) -> tuple[float, float]:
+    """(mean, one-sided upper confidence bound of the mean) of per-token values [L] (NaN = not
+    scored), with the standard error of the means of consecutive blocks of ``block`` tokens."""
+    d = per_token[torch.isfinite(per_token)].double()
+    mean = float(d.mean()) if d.numel() else float("nan")
+    nb = d.numel() // block
+    if nb < 2:
+        return mean, mean
+    means = d[: nb * block].view(nb, block).mean(dim=1)  # [nb]
+    se = float(means.std(unbiased=True)) / math.sqrt(nb)
+    return mean, mean + NormalDist().inv_cdf(confidence) * se
+
+
+def _per_token(ref, m, need_lp: bool) -> torch.Tensor:
+    """Per-token metric: loss difference (ppl) or KL to the reference distribution. [L-1]"""
+    if not need_lp:
+        return m.ppl.token_loss - ref.token_loss
+    r, q = ref.logprobs.float(), m.ppl.logprobs.float()
+    return (r.exp() * (r - q)).sum(dim=-1)
+
+
 @dataclass
 class QualityResult:
     policy: EntropyThreshold
@@ -62,6 +93,7 @@ class QualityResult:
     met: bool
     trials: list[dict] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
+    upper: float = float("nan")  # upper confidence bound of the metric (= value without confidence)
 
 
 def sensitivity_weights(metric: Callable[[list[float]], float], n_layers: int, kv: Sequence[int]) -> list[float]:
@@ -114,7 +146,11 @@ def quality_constrained(model: nn.Module, ids: torch.Tensor, stats: RouterStats,
         m = measure(model, pol, ids, cfg, keep_logprobs=need_lp)
         passes += 1
         value = (m.ppl.ppl / ref.ppl - 1.0) if not need_lp else kl_to_reference(ref.logprobs, m.ppl.logprobs)
-        t = {"policy": pol, "value": value, "average_k": m.average_k, "targets": targets}
+        upper = value
+        if budget.confidence is not None:
+            _, ub = upper_bound(_per_token(ref, m, need_lp), cfg.window, budget.confidence)
+            upper = math.expm1(ub) if not need_lp else ub  # ppl ratio - 1 = exp(mean loss difference) - 1
+        t = {"policy": pol, "value": value, "upper": upper, "average_k": m.average_k, "targets": targets}
         trials.append({k: v for k, v in t.items() if k != "policy"})
         return t
 
@@ -128,7 +164,7 @@ def quality_constrained(model: nn.Module, ids: torch.Tensor, stats: RouterStats,
     lo, hi = 0.0, 1.0 / min(weights)
     best = None
     top = score(targets_for(hi))
-    if top["value"] <= budget.limit:
+    if top["upper"] <= budget.limit:
         best = top
     else:
         steps = 0
@@ -136,7 +172,7 @@ def quality_constrained(model: nn.Module, ids: torch.Tensor, stats: RouterStats,
             steps += 1
             c = 0.5 * (lo + hi)
             t = score(targets_for(c))
-            if t["value"] <= budget.limit:
+            if t["upper"] <= budget.limit:
                 lo = c
                 if best is None or t["average_k"] < best["average_k"]:
                     best = t
@@ -144,13 +180,14 @@ def quality_constrained(model: nn.Module, ids: torch.Tensor, stats: RouterStats,
                 hi = c
     if best is None and passes < max_passes:
         t = score(targets_for(0.0))
-        if t["value"] <= budget.limit:
+        if t["upper"] <= budget.limit:
             best = t
     if best is None:
-        closest = min(trials, key=lambda t: t["value"])
+        closest = min(trials, key=lambda t: t["upper"])
+        bound = f" (upper {budget.confidence:.0%} bound {closest['upper']:.4g})" if budget.confidence else ""
         raise BudgetNotMetError(
             f"no per-layer entropy policy with k values {list(kv)} kept the {budget.metric} within "
             f"{budget.limit:g} in {passes} forward passes; the best found had {budget.metric} "
-            f"{closest['value']:.4g} at average k {closest['average_k']:.3f}", best=closest)
+            f"{closest['value']:.4g}{bound} at average k {closest['average_k']:.3f}", best=closest)
     return QualityResult(best["policy"], budget.metric, best["value"], best["average_k"], passes, True,
-                         trials, weights)
+                         trials, weights, upper=best["upper"])

@@ -58,6 +58,18 @@ def add_calibration_args(p: argparse.ArgumentParser, default_strategy: str) -> N
     g.add_argument("--max-ppl-increase", type=percent, help="quality: e.g. 1%% (relative)")
     g.add_argument("--max-kl", type=float, help="quality: mean KL to the full model (nats/token)")
     g.add_argument("--max-passes", type=int, default=24, help="quality: bound on forward passes")
+    g.add_argument("--confidence", type=_confidence, default=0.95,
+                   help="quality: accept a policy only if the upper one-sided confidence bound of its "
+                        "quality loss meets the budget (default 0.95; 'none': the point estimate)")
+
+
+def _confidence(text: str) -> float | None:
+    if text.strip().lower() in ("none", "0", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--confidence takes a number in [0.5, 1) or 'none', got {text!r}") from exc
 
 
 def calibrate_config(args, **overrides):
@@ -66,7 +78,7 @@ def calibrate_config(args, **overrides):
     kw = dict(strategy=args.strategy, k_values=args.k_values, alphas=args.alphas, target_avg_k=args.target_avg_k,
               target_fraction=args.target_fraction, target_distribution=args.target_distribution,
               per_layer=args.per_layer, max_ppl_increase=args.max_ppl_increase, max_kl=args.max_kl,
-              max_passes=args.max_passes)
+              max_passes=args.max_passes, confidence=args.confidence)
     if kw["strategy"] == "quality" and kw["max_ppl_increase"] is None and kw["max_kl"] is None:
         kw["max_ppl_increase"] = 0.01
     kw.update(overrides)
