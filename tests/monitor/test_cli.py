@@ -61,3 +61,21 @@ def test_policy_file(model_dir, tmp_path, capsys):
                  "--window", "64", "--json"]) == 0
     layers = json.loads(capsys.readouterr().out)["stats"]["layers"]
     assert all(s["average_k"] < 2 for s in layers)
+
+
+def test_policy_file_is_checked_against_the_model(model_dir, tmp_path, capsys):
+    from adaptk import FixedTopK
+    from adaptk.calibrate import make_policy_file
+    from adaptk.calibrate.policy_file import save_policy_file
+
+    text = tmp_path / "t.txt"
+    text.write_text(PROSE)
+    fits, other = tmp_path / "fits.json", tmp_path / "other.json"
+    save_policy_file(make_policy_file(tiny_model("mixtral"), FixedTopK(1), {"strategy": "theory"}), fits)
+    save_policy_file(make_policy_file(tiny_model("olmoe"), FixedTopK(1), {"strategy": "theory"}), other)
+    args = ["monitor", "--model", str(model_dir), "--text-file", str(text), "--window", "32", "--json"]
+    assert main([*args, "--policy", str(fits)]) == 0
+    layers = json.loads(capsys.readouterr().out)["stats"]["layers"]
+    assert all(layer["average_k"] == 1.0 for layer in layers)
+    assert main([*args, "--policy", str(other)]) == 2
+    assert "num_experts" in capsys.readouterr().err

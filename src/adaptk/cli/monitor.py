@@ -56,7 +56,9 @@ def _load_policy(path: str):
         data = json.loads(open(path, encoding="utf-8").read())
     except (OSError, json.JSONDecodeError) as exc:
         raise PolicyError(f"cannot read policy file {path}: {exc}") from exc
-    return policy_from_dict(data.get("policy", data) if isinstance(data, dict) else data)
+    if isinstance(data, dict) and "version" in data:
+        return path  # an `adaptk calibrate` policy file: validated against the model once it is loaded
+    return policy_from_dict(data)
 
 
 def run(args: argparse.Namespace) -> int:

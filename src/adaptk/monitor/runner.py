@@ -44,14 +44,19 @@ def monitor_ids(model: nn.Module, ids: list[int], monitor: RoutingMonitor | None
 
 def monitor_text(model_dir: str | Path, text: str, *, policy=None, window: int = 256, batch_size: int = 8,
                  max_tokens: int | None = None, config: MonitorConfig | None = None) -> MonitorReport:
-    """Load ``model_dir`` (model and tokenizer), optionally patch it with ``policy``, and
-    return the routing statistics of ``text``."""
+    """Load ``model_dir`` (model and tokenizer), optionally patch it with ``policy`` (a policy, or
+    the path of an ``adaptk calibrate`` policy file, checked against the model), and return the
+    routing statistics of ``text``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import adaptk
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
     tok = AutoTokenizer.from_pretrained(str(model_dir))
+    if isinstance(policy, str | Path):
+        from adaptk.calibrate import load_policy
+
+        policy = load_policy(policy, model)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     monitor = RoutingMonitor(config)
     if policy is not None:
