@@ -186,7 +186,7 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
             weights = layer_sensitivity_weights(model, match_ids, stats, S.default_k_values(stats), mcfg)
         sweep_ids = match_ids if cfg.match_on == "calib" else eval_ids[: cfg.match_tokens]
         out["pareto"] = pareto_sweep(model, sweep_ids, eval_ids, stats, cfg.sweep, wcfg, mcfg,
-                                     weights=weights, progress=progress)
+                                     weights=weights, refine_on_eval=cfg.match_on == "eval", progress=progress)
         out["pareto"]["baseline_ppl"] = base.ppl.ppl
         out["pareto"]["layer_weights"] = weights
         out["pareto"]["matched_on"] = cfg.match_on
