@@ -6,6 +6,10 @@ in time order (tracemalloc does not see torch's allocator).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
 from collections.abc import Callable
 from typing import Any
 
@@ -25,10 +29,31 @@ def peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
         return _cpu_peak(fn)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """The profiler's C++ side writes start/stop lines to file descriptor 2: hide them (Python-level
+    errors still propagate as exceptions and print after the descriptor is restored)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real descriptor (captured streams)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(devnull)
+        os.close(saved)
+
+
 def _cpu_peak(fn: Callable[[], Any]) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
         del out
     events = sorted(
