@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra tables to compute, comma-separated (empty: headline only)")
     parser.add_argument("--fractions", type=C.float_list, default=(0.9, 0.75, 0.6),
                         help="Pareto budgets as fractions of native k")
-    parser.add_argument("--match-on", choices=("calib", "eval"), default="calib",
-                        help="match each rule's average k on calibration tokens (default) or on the evaluation "
-                             "text (a compute-matched comparison; quality is never fit on it)")
+    parser.add_argument("--match-on", choices=("calib", "eval"), default="eval",
+                        help="match each rule's average k on the evaluation text (default: a compute-matched "
+                             "comparison within 1%%; quality is never fit on it) or on calibration tokens")
     parser.add_argument("--out", "-o", default="adaptk-report", help="report folder")
     parser.add_argument("--no-progress", action="store_true")
 
