@@ -19,14 +19,11 @@ def layer_k(policy: Policy, layer: LayerRouting) -> torch.Tensor:
     kmax = policy.kmax(layer.native_k)
     if kmax > layer.ranked.shape[1]:
         raise CalibrationError(f"policy keeps up to {kmax} experts; only {layer.ranked.shape[1]} were recorded")
-    if isinstance(policy, EntropyThreshold):
-        if policy.temperature != 1.0:
-            raise CalibrationError("calibration simulates temperature 1 only")
-        th = torch.tensor(policy.layer_thresholds(layer.index), dtype=torch.float32)
-        kv = torch.tensor(policy.k_values, dtype=torch.long)
-        return kv[(layer.entropy.unsqueeze(-1) >= th).sum(dim=-1)]
-    ranked = layer.ranked[:, :kmax]  # [T, K]
-    return policy.choose_k(ranked, ranked, layer.index, layer.native_k).clamp(1, kmax)
+    if isinstance(policy, EntropyThreshold) and policy.temperature != 1.0:
+        raise CalibrationError("calibration simulates temperature 1 only")
+    ranked = layer.ranked[:, :kmax]  # [T, K] (the recorded top probabilities, not all N)
+    # the recorded full-distribution entropy stands in for the one the patched router computes
+    return policy.choose_k(ranked, ranked, layer.index, layer.native_k, entropy=layer.entropy).clamp(1, kmax)
 
 
 def simulated_avg_k(policy: Policy, stats: RouterStats) -> float:

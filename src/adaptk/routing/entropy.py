@@ -28,8 +28,7 @@ def routing_entropy(
     if probs.dim() != 2:
         raise RoutingInputError(f"probs must be [tokens, experts], got shape {tuple(probs.shape)}")
     p = probs.float()  # [T, N]
-    plogp = torch.where(p > 0, p * torch.log(p.clamp_min(torch.finfo(torch.float32).tiny)), 0.0)
-    h = -plogp.sum(dim=-1)  # [T]
+    h = -torch.special.xlogy(p, p).sum(dim=-1)  # [T]; xlogy(0, 0) = 0
     if normalized:
         n = p.shape[-1]
         return h / math.log(n) if n > 1 else torch.zeros_like(h)

@@ -70,9 +70,15 @@ class Policy:
         raise NotImplementedError
 
     def choose_k(
-        self, probs: torch.Tensor, ranked: torch.Tensor, layer: int, native_k: int | None
+        self,
+        probs: torch.Tensor,
+        ranked: torch.Tensor,
+        layer: int,
+        native_k: int | None,
+        entropy: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """probs [T, N] f32, ranked [T, K] f32 (probabilities in ranking order) -> k [T] int64."""
+        """probs [T, N] f32, ranked [T, K] f32 (probabilities in ranking order), entropy [T] of
+        ``probs`` when the caller already has it -> k [T] int64."""
         raise NotImplementedError
 
     def per_layer_count(self) -> int | None:
@@ -146,7 +152,7 @@ class FixedTopK(Policy):
     def kmax(self, native_k: int | None) -> int:
         return self.k
 
-    def choose_k(self, probs, ranked, layer, native_k):
+    def choose_k(self, probs, ranked, layer, native_k, entropy=None):
         return torch.full((probs.shape[0],), self.k, dtype=torch.long, device=probs.device)
 
 
@@ -217,9 +223,11 @@ class EntropyThreshold(Policy):
     def layer_thresholds(self, layer: int) -> tuple[float, ...]:
         return _pick(self.thresholds, layer, "thresholds") if self._is_per_layer() else self.thresholds
 
-    def choose_k(self, probs, ranked, layer, native_k):
-        p = tempered(probs, float(self.temperature))
-        h = routing_entropy(p)  # [T]
+    def choose_k(self, probs, ranked, layer, native_k, entropy=None):
+        if self.temperature == 1.0 and entropy is not None:
+            h = entropy  # [T], computed once by the caller
+        else:
+            h = routing_entropy(tempered(probs, float(self.temperature)))  # [T]
         key = (probs.device, layer)
         if key not in self._table:
             th = torch.tensor(self.layer_thresholds(layer), dtype=torch.float32, device=probs.device)
@@ -257,7 +265,7 @@ class TopP(Policy):
             raise PolicyError("TopP without max_k needs the model's native k: pass max_k=")
         return max(native_k, self.min_k)
 
-    def choose_k(self, probs, ranked, layer, native_k):
+    def choose_k(self, probs, ranked, layer, native_k, entropy=None):
         cum = ranked.cumsum(dim=-1)  # [T, K]
         k = (cum < self.p).sum(dim=-1) + 1  # first prefix whose mass reaches p
         return k.clamp(self.min_k, ranked.shape[-1])
@@ -294,7 +302,7 @@ class RatioSkip(Policy):
     def per_layer_count(self) -> int | None:
         return len(self.beta) if isinstance(self.beta, tuple) else None
 
-    def choose_k(self, probs, ranked, layer, native_k):
+    def choose_k(self, probs, ranked, layer, native_k, entropy=None):
         beta = float(_pick(self.beta, layer, "beta") if isinstance(self.beta, tuple) else self.beta)
         keep_more = ranked[:, 1:] >= beta * ranked[:, :1]  # [T, K-1]
         # keep a prefix: stop at the first expert below the ratio

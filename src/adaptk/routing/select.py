@@ -73,7 +73,8 @@ def decide(
             1, order, torch.arange(kmax, device=cand.device).expand(t, kmax)
         )  # [T, K] rank of each native slot
     ranked = probs.gather(1, rank_order)  # [T, K]
-    k = policy.choose_k(probs, ranked, layer, native_k).clamp(1, kmax)  # [T]
+    entropy = routing_entropy(probs)  # [T]
+    k = policy.choose_k(probs, ranked, layer, native_k, entropy=entropy).clamp(1, kmax)  # [T]
     keep = position < k.unsqueeze(-1)  # [T, K]
     indices = torch.where(keep, cand, n)
-    return Selection(indices, cand, keep, k, routing_entropy(probs))
+    return Selection(indices, cand, keep, k, entropy)
