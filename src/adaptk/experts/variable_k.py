@@ -43,7 +43,8 @@ _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
 class GroupedRows:
     """The slots of one layer call, grouped by expert. S = T·K slots, V = kept slots."""
 
-    def __init__(self, top_k_index: torch.Tensor, num_experts: int, order: str) -> None:
+    def __init__(self, top_k_index: torch.Tensor, num_experts: int, order: str,
+                 sync_free: bool | None = None) -> None:
         t, k = top_k_index.shape
         top_k_index = top_k_index.clamp_max(num_experts)  # any id >= N is a sentinel (as expert parallelism)
         if order == "expert":  # eager: rows of an expert in (slot, token) order
@@ -59,7 +60,9 @@ class GroupedRows:
         self.counts = counts  # rows each expert's matmuls receive
         self.offsets = counts.cumsum(0).to(torch.int32)  # [N] group ends
         self.num_tokens, self.num_slots = t, k
-        if top_k_index.device.type == "cpu":
+        if sync_free is None:
+            sync_free = top_k_index.device.type != "cpu"
+        if not sync_free:
             n_valid = int(self.offsets[-1]) if num_experts else 0  # free on CPU
             token, slot, ids_sorted = token[:n_valid], slot[:n_valid], ids_sorted[:n_valid]
             self.valid = None
@@ -150,11 +153,13 @@ def variable_k_experts_forward(
     *,
     order: str = "slot",
     row_counter: torch.Tensor | None = None,
+    sync_free: bool | None = None,
 ) -> torch.Tensor:
     """hidden [T, H], index [T, K] (sentinel N = dropped), weights [T, K] -> [T, H].
 
     ``row_counter`` [N], if given, is increased in place by the rows each expert's matmuls
-    received (no host sync).
+    received (no host sync). ``sync_free`` picks the accelerator path (sentinel rows kept past the
+    last group and zeroed, no host sync); by default it is used off the CPU.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -162,7 +167,7 @@ def variable_k_experts_forward(
     if t == 0 or k == 0:
         return torch.zeros_like(hidden_states)
     n = experts.num_experts
-    rows = GroupedRows(top_k_index, n, order)
+    rows = GroupedRows(top_k_index, n, order, sync_free)
     if row_counter is not None:
         row_counter.add_(rows.counts)
     if rows.valid is None:  # CPU: kept rows only, fewer passes over memory, same bits
@@ -171,7 +176,9 @@ def variable_k_experts_forward(
     mlp = _expert_mlp_loop if order == "expert" else _expert_mlp_grouped
     out = rows.mask(mlp(experts, x, rows))  # [V, H]
     w = top_k_weights[rows.token, rows.slot]  # [V]
-    weighted = out * w.unsqueeze(-1)  # [V, H], promoted as the native back-ends promote
+    # [V, H], promoted as the native back-ends promote; sentinel rows zeroed after the product, so
+    # a NaN weight in a dropped slot cannot leak (0 * NaN = NaN)
+    weighted = rows.mask(out * w.unsqueeze(-1))
     if order == "expert":
         final = torch.zeros_like(hidden_states)
         final.index_add_(0, rows.token, weighted.to(final.dtype))
