@@ -44,10 +44,16 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def overhead(model: nn.Module, input_ids: torch.Tensor, repeats: int = 10, warmup: int = 2) -> Overhead:
-    """Median forward time of ``model(input_ids)`` without and with monitoring (alternating)."""
+def overhead(model: nn.Module, input_ids: torch.Tensor, repeats: int = 10, warmup: int = 2,
+             clock: str = "wall") -> Overhead:
+    """Median forward time of ``model(input_ids)`` without and with monitoring (alternating).
+
+    ``clock="cpu"`` times this process's CPU time (steadier on a shared CPU machine; CPU only)."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    now = time.perf_counter if clock == "wall" else time.process_time
     device = input_ids.device
     monitor = RoutingMonitor()
     times: dict[bool, list[float]] = {False: [], True: []}
@@ -56,10 +62,10 @@ def overhead(model: nn.Module, input_ids: torch.Tensor, repeats: int = 10, warmu
             if monitored:
                 monitor.attach(model)
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = now()
             model(input_ids=input_ids)
             _sync(device)
-            dt = (time.perf_counter() - t0) * 1e3
+            dt = (now() - t0) * 1e3
             if monitored:
                 monitor.detach()
             if i >= warmup:
@@ -97,14 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall-clock time, or this process's CPU time (steadier on a shared CPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = mixtral_like(args.hidden, args.intermediate, args.layers, args.experts, args.k,
                          getattr(torch, args.dtype), args.device)
     print(f"mixtral-like: hidden {args.hidden}, intermediate {args.intermediate}, {args.experts} experts, "
           f"top-{args.k}, {args.layers} layers, {args.dtype} on {args.device}")
     for t in args.tokens:
         ids = torch.randint(0, 1024, (1, t), device=args.device)
-        print(overhead(model, ids, repeats=args.repeats).line())
+        print(overhead(model, ids, repeats=args.repeats, clock=args.clock).line())
     return 0
 
 
