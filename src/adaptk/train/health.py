@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from adaptk.train.losses import routing_entropy
+from adaptk.monitor import functional as MF
+from adaptk.routing import routing_entropy
 
 log = logging.getLogger(__name__)
 HIST_BINS = 10
@@ -42,20 +43,17 @@ def layer_health(probs: torch.Tensor, indices: torch.Tensor, load: LoadAccumulat
     (entropy, per-expert loss); ``load`` the expert load over the log window; ``token_loss`` [T]
     (NaN where a token has no target)."""
     n = probs.shape[-1]
-    ent = routing_entropy(probs.detach().float(), normalised=True)  # [T]
+    ent = routing_entropy(probs.detach(), normalized=True)  # [T]
     counts = load.counts.double()
-    total = counts.sum().clamp_min(1)
-    share = counts / total  # [N]
-    load_entropy = float(-(share * share.clamp_min(1e-12).log()).sum() / math.log(n))
-    mean = counts.mean().clamp_min(1e-12)
     out = {
         "entropy_mean": float(ent.mean()),
         "entropy_hist": torch.histc(ent, bins=HIST_BINS, min=0.0, max=1.0).long().tolist(),
-        "load_entropy": load_entropy,
+        # the same load statistics as adaptk.monitor (one implementation)
+        "load_entropy": math.log(MF.effective_experts(counts)) / math.log(n),
         "expert_load": counts.long().tolist(),
-        "load_cv": float(counts.std(unbiased=False) / mean),
-        "load_max_over_mean": float(counts.max() / mean),
-        "dead_fraction": float((counts == 0).double().mean()),
+        "load_cv": MF.load_cv(counts),
+        "load_max_over_mean": MF.max_over_mean(counts),
+        "dead_fraction": MF.dead_fraction(counts),
         "dead_experts": (counts == 0).nonzero().flatten().tolist(),
         "drop_rate": load.dropped / max(load.slots, 1),
     }
