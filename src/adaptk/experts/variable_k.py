@@ -121,30 +121,6 @@ def _expert_mlp_grouped(experts: nn.Module, x: torch.Tensor, rows: GroupedRows) 
     return experts.post_expert_norm(out) if experts.has_post_expert_norm else out
 
 
-def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, transposed: bool) -> torch.Tensor:
-    if transposed:  # GPT-OSS eager: x @ W + b
-        out = x @ w
-        return out + b if b is not None else out
-    return F.linear(x, w, b)
-
-
-def _expert_mlp_loop(experts: nn.Module, x: torch.Tensor, rows: GroupedRows) -> torch.Tensor:
-    """One expert at a time, as transformers' eager loop computes it. [V, H] -> [V, H]."""
-    w_up, b_up = _weight(experts, up=True)
-    w_down, b_down = _weight(experts, up=False)
-    hidden_out = w_down.shape[2] if experts.is_transposed else w_down.shape[1]
-    out = torch.zeros(x.shape[0], hidden_out, dtype=torch.promote_types(x.dtype, w_down.dtype), device=x.device)
-    start = 0
-    for e, end in enumerate(rows.offsets.tolist()):  # one host sync, as the eager loop
-        if end > start:
-            h = _linear(x[start:end], w_up[e], b_up[e] if b_up is not None else None, experts.is_transposed)
-            h = experts._apply_gate(h) if experts.has_gate else experts.act_fn(h)
-            y = _linear(h, w_down[e], b_down[e] if b_down is not None else None, experts.is_transposed)
-            out[start:end] = experts.post_expert_norm(y) if experts.has_post_expert_norm else y
-        start = end
-    return out
-
-
 def variable_k_experts_forward(
     experts: nn.Module,
     hidden_states: torch.Tensor,
@@ -173,8 +149,11 @@ def variable_k_experts_forward(
     if rows.valid is None:  # CPU: kept rows only, fewer passes over memory, same bits
         return _cpu_forward(experts, hidden_states, top_k_weights, rows, order)
     x = rows.mask(hidden_states[rows.token])  # [V, H]
-    mlp = _expert_mlp_loop if order == "expert" else _expert_mlp_grouped
-    out = rows.mask(mlp(experts, x, rows))  # [V, H]
+    if order == "expert":  # one expert at a time, as the eager loop (one host sync, as it)
+        out = mlp_rows(experts, x, rows.counts.tolist(), order)  # rows past the last group unwritten
+    else:
+        out = _expert_mlp_grouped(experts, x, rows)
+    out = rows.mask(out)  # [V, H]
     w = top_k_weights[rows.token, rows.slot]  # [V]
     # [V, H], promoted as the native back-ends promote; sentinel rows zeroed after the product, so
     # a NaN weight in a dropped slot cannot leak (0 * NaN = NaN)
