@@ -1,6 +1,6 @@
 """adaptk: entropy-guided adaptive top-k routing and routing health for transformers MoE models."""
 
-from adaptk.errors import AdaptkError, PatchError, PolicyError, RoutingInputError, UnsupportedModelError
+from adaptk.errors import AdaptkError, KernelError, PatchError, PolicyError, RoutingInputError, UnsupportedModelError
 from adaptk.patch import PatchHandle, patch
 from adaptk.routing import EntropyThreshold, FixedTopK, Policy, RatioSkip, TopP, routing_entropy
 from adaptk.stats import LayerReport, PatchReport
@@ -11,6 +11,7 @@ __all__ = [
     "AdaptkError",
     "EntropyThreshold",
     "FixedTopK",
+    "KernelError",
     "LayerReport",
     "PatchError",
     "PatchHandle",

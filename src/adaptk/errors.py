@@ -21,3 +21,7 @@ class UnsupportedModelError(AdaptkError, TypeError):
 
 class PatchError(AdaptkError, RuntimeError):
     """A patch was applied twice, or removed when it was not in place."""
+
+
+class KernelError(AdaptkError, RuntimeError):
+    """A matmul kernel was asked for where it cannot run (device, dtype, autograd, build)."""

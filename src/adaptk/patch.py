@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from adaptk.errors import PatchError, RoutingInputError
+from adaptk.experts.kernels import kernel_for
 from adaptk.experts.variable_k import bind as bind_experts
 from adaptk.experts.variable_k import register_with_transformers
 from adaptk.models.registry import MoELayer, find_moe_layers
@@ -86,8 +87,9 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats, check: s
 class PatchHandle:
     """What ``patch`` returns: a context manager whose exit (or ``unpatch()``) restores the model."""
 
-    def __init__(self, model: nn.Module, policy: Policy, layers: list[MoELayer], check: str) -> None:
-        self.model, self.policy, self.layers = model, policy, layers
+    def __init__(self, model: nn.Module, policy: Policy, layers: list[MoELayer], check: str,
+                 kernel: str = "exact") -> None:
+        self.model, self.policy, self.layers, self.kernel = model, policy, layers, kernel
         self._stats: list[LayerStats] = []
         self._installed: list[_Installed] = []
         for layer in layers:
@@ -97,8 +99,9 @@ class PatchHandle:
             self._stats.append(stats)
             self._installed.append(_Installed(layer.router, _routed_forward(layer, policy, stats, check)))
             order = _experts_order(layer.experts)
+            matmul = kernel_for(layer.experts, kernel, order)
             self._installed.append(
-                _Installed(layer.experts, bind_experts(layer.experts, order, stats.matmul_rows))
+                _Installed(layer.experts, bind_experts(layer.experts, order, stats.matmul_rows, matmul))
             )
         setattr(model, _MARK, self)
 
@@ -130,12 +133,18 @@ class PatchHandle:
             self.unpatch()
 
 
-def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto") -> PatchHandle:
+def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kernel: str = "exact") -> PatchHandle:
     """Route every MoE layer of ``model`` through ``policy``; returns a ``PatchHandle``.
 
     ``check_finite``: "eager" raises ``RoutingInputError`` at once on NaN/Inf router logits (one
     host sync per layer); "deferred" only counts such tokens in ``stats()`` (no sync, for
     accelerators); "auto" is eager on CPU and deferred elsewhere.
+
+    ``kernel`` picks what multiplies each expert's rows (``adaptk.experts.kernels.KERNELS``):
+    "exact" (default) reproduces the unpatched model bit for bit when nothing is dropped;
+    "onednn" and "onednn-packed" are faster CPU inference kernels (not bit-identical;
+    "onednn-packed" holds a second copy of the expert weights). ``KernelError`` if the chosen
+    kernel cannot run on this model (device, dtype, torch build).
     """
     if not isinstance(policy, Policy):
         raise TypeError(
@@ -155,4 +164,4 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto") -> Pa
     if model.training:
         log.warning("adaptk routes deterministically; the router's training-time noise/sampling is not applied")
     register_with_transformers()
-    return PatchHandle(model, policy, layers, check_finite)
+    return PatchHandle(model, policy, layers, check_finite, kernel)

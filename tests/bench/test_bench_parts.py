@@ -60,9 +60,25 @@ def test_interleaved_runs_each_function_and_accepts_self_timed():
         calls["b"] += 1
         return 0.25
 
-    med = interleaved({"a": a, "b": b}, trials=3, warmup=1)
+    med = interleaved({"a": a, "b": b}, trials=3, warmup=1, min_sample_s=0.0)
     assert calls == {"a": 4, "b": 4}
     assert med["b"] == 0.25 and med["a"] >= 0
+
+
+def test_interleaved_repeats_fast_functions_within_a_sample():
+    calls = {"fast": 0, "timed": 0}
+
+    def fast():
+        calls["fast"] += 1
+
+    def timed():  # reports its own span: never repeated
+        calls["timed"] += 1
+        return 1e-9
+
+    med = interleaved({"fast": fast, "timed": timed}, trials=3, warmup=1, min_sample_s=0.01)
+    assert calls["timed"] == 4
+    assert calls["fast"] > 4 * 10  # a no-op takes far less than 1 ms
+    assert 0 < med["fast"] < 0.01
 
 
 def test_peak_bytes_sees_temporaries():

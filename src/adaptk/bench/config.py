@@ -82,6 +82,7 @@ class BenchConfig:
     dtype: str = "float32"
     seed: int = 0
     backends: tuple[str, ...] = ("eager", "grouped_mm", "batched_mm")
+    kernels: tuple[str, ...] = ("exact", "onednn", "onednn-packed")  # adaptk's matmul kernels (CPU)
     strategies: bool = True  # also time padded and grouped-by-k batching
     memory: bool = True
     routing: bool = True
@@ -100,6 +101,11 @@ class BenchConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.clock not in CLOCKS:
             raise ValueError(f"clock must be one of {CLOCKS}, got {self.clock!r}")
+        from adaptk.experts.kernels import KERNELS
+
+        unknown = [k for k in self.kernels if k not in KERNELS]
+        if unknown or "exact" not in self.kernels:
+            raise ValueError(f"kernels must include 'exact' and name only {sorted(KERNELS)}, got {self.kernels}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 

@@ -14,14 +14,35 @@ from adaptk.bench.config import BenchConfig, LayerShape, default_mixes
 from adaptk.bench.memory import peak_bytes
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
 from adaptk.bench.timing import interleaved
+from adaptk.errors import KernelError
+from adaptk.experts.kernels import kernel_for
 from adaptk.experts.strategies import grouped_by_k_experts_forward, padded_experts_forward
 from adaptk.experts.variable_k import variable_k_experts_forward
 
 log = logging.getLogger(__name__)
+STRATEGIES = {"adaptk padded": padded_experts_forward, "adaptk grouped-by-k": grouped_by_k_experts_forward}
 
 
 def _adaptk(experts, hidden, index, weights):
     return variable_k_experts_forward(experts, hidden, index, weights, order="slot")
+
+
+def kernel_variant(experts: torch.nn.Module, kernel: str) -> Callable[..., torch.Tensor] | None:
+    """adaptk's back-end with matmul kernel ``kernel`` (None, logged, where it cannot run)."""
+    try:
+        matmul = kernel_for(experts, kernel, "slot")
+    except KernelError as exc:
+        log.info("skipping kernel %s: %s", kernel, exc)
+        return None
+
+    def call(experts, hidden, index, weights):
+        return variable_k_experts_forward(experts, hidden, index, weights, order="slot", kernel=matmul)
+
+    return call
+
+
+def variant_name(kernel: str) -> str:
+    return "adaptk" if kernel == "exact" else f"adaptk {kernel}"
 
 
 def transformers_backend(name: str) -> Callable[..., torch.Tensor]:
@@ -83,9 +104,12 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
         flops[mix.name] = flop_ratio(k, kn)
 
     variants: dict[str, Callable[..., torch.Tensor]] = {"adaptk": _adaptk}
+    for kernel in cfg.kernels:
+        fn = kernel_variant(experts, kernel) if kernel != "exact" else None
+        if fn is not None:
+            variants[variant_name(kernel)] = fn
     if cfg.strategies:
-        variants["adaptk padded"] = padded_experts_forward
-        variants["adaptk grouped-by-k"] = grouped_by_k_experts_forward
+        variants.update(STRATEGIES)
     bytes_per = experts.gate_up_proj[0].numel() * experts.gate_up_proj.element_size() * 1.5
     for name in cfg.backends:
         if name == "batched_mm" and shape.tokens * kn * bytes_per > cfg.max_batched_bytes:
@@ -97,7 +121,7 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
     fns: dict[str, Callable[[], Any]] = {}
     for vname, fn in variants.items():
         for cname, (index, weights) in cases.items():
-            if vname != "adaptk" and vname.startswith("adaptk") and cname == "fixed":
+            if vname in STRATEGIES and cname == "fixed":
                 continue  # strategies only differ from the back-end when slots are dropped
             fns[f"{vname} | {cname}"] = (lambda fn=fn, i=index, w=weights: fn(experts, tokens.hidden, i, w))
     if cfg.routing:
@@ -107,23 +131,21 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
     result: dict[str, Any] = {"shape": shape.__dict__ | {"label": shape.label}, "dtype": cfg.dtype,
                               "flop_ratio": flops, "seconds": times}
     fixed = times["adaptk | fixed"]
+    # every back-end against its own fixed-k time; the strategies against adaptk's
     result["ratios"] = {
-        name: {"time_ratio": times[f"{name} | {c}"] / fixed, "flop_ratio": flops[c]}
-        for name in variants for c in cases
-        if c != "fixed" and f"{name} | {c}" in times
-    }
-    # transformers' own ratios, each against its own fixed time
-    result["backend_ratios"] = {
-        f"{v} | {c}": times[f"{v} | {c}"] / times[f"{v} | fixed"]
-        for v in variants if v.startswith("transformers") for c in cases if c != "fixed"
+        f"{v} | {c}": times[f"{v} | {c}"] / (fixed if v in STRATEGIES else times[f"{v} | fixed"])
+        for v in variants for c in cases if c != "fixed" and f"{v} | {c}" in times
     }
     first_mix = next((c for c in cases if c != "fixed"), "fixed")  # the k mix for routing and memory
     if cfg.routing:
-        adaptive_layer = times[f"adaptk | {first_mix}"]
+        # against the fastest adaptk variant: the faster the experts, the larger routing's share
+        kernel_variants = [v for v in variants if v.startswith("adaptk") and v not in STRATEGIES]
+        adaptive_layer = min(times[f"{v} | {first_mix}"] for v in kernel_variants)
+        router = times["router adaptive"]
         result["routing"] = {
-            "native_s": times["router native top-k"], "adaptive_s": times["router adaptive"],
-            "share_of_adaptive_layer": times["router adaptive"] / (times["router adaptive"] + adaptive_layer),
-            "overhead_vs_native_share": (times["router adaptive"] - times["router native top-k"]) / fixed,
+            "native_s": times["router native top-k"], "adaptive_s": router,
+            "share_of_adaptive_layer": router / (router + adaptive_layer),
+            "overhead_vs_native_share": (router - times["router native top-k"]) / fixed,
         }
     if cfg.memory:
         mix_name = first_mix

@@ -15,49 +15,47 @@ def _mib(b: int) -> str:
     return f"{b / 2**20:.1f}"
 
 
+KERNEL_COLUMNS = (("adaptk", "adaptk"), ("adaptk onednn", "adaptk onednn"),
+                  ("adaptk onednn-packed", "adaptk onednn-packed"))
+RATIO_COLUMNS = KERNEL_COLUMNS + (
+    ("adaptk padded", "padded"), ("adaptk grouped-by-k", "grouped-by-k"),
+    ("transformers eager", "tf eager"), ("transformers grouped_mm", "tf grouped_mm"),
+    ("transformers batched_mm", "tf batched_mm"),
+)
+TIME_COLUMNS = KERNEL_COLUMNS + RATIO_COLUMNS[5:]
+
+
 def layer_tables(layers: list[dict[str, Any]]) -> str:
     lines = [
         "### MoE layer: time(k mix) / time(fixed native k), each back-end against its own fixed-k time",
         "",
-        "| shape | k mix | FLOP ratio | adaptk | padded | grouped-by-k | tf eager | tf grouped_mm | tf batched_mm |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| shape | k mix | FLOP ratio | " + " | ".join(h for _, h in RATIO_COLUMNS) + " |",
+        "|---|---|---|" + "---|" * len(RATIO_COLUMNS),
     ]
     for r in layers:
         label = r["shape"]["label"]
         for mix, fr in r["flop_ratio"].items():
             if mix == "fixed":
                 continue
-
-            def cell(v, mix=mix):
-                key = f"{v} | {mix}"
-                if v.startswith("transformers"):  # against its own fixed-k time
-                    val = r["backend_ratios"].get(key)
-                else:  # adaptk's strategies against adaptk's fixed-k time
-                    val = r["seconds"][key] / r["seconds"]["adaptk | fixed"] if key in r["seconds"] else None
-                return "-" if val is None else f"{val:.3f}"
-
-            lines.append(f"| {label} | {mix} | {fr:.3f} | " + " | ".join(cell(v) for v in (
-                "adaptk", "adaptk padded", "adaptk grouped-by-k", "transformers eager",
-                "transformers grouped_mm", "transformers batched_mm")) + " |")
+            cells = [r["ratios"].get(f"{v} | {mix}") for v, _ in RATIO_COLUMNS]
+            lines.append(f"| {label} | {mix} | {fr:.3f} | "
+                         + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
     lines += [
         "",
         "### MoE layer: fixed native k, milliseconds per call (medians)",
         "",
-        "| shape | adaptk | tf eager | tf grouped_mm | tf batched_mm | routing share | peak MiB fixed / adaptive / tf grouped_mm |",
-        "|---|---|---|---|---|---|---|",
+        "| shape | " + " | ".join(h for _, h in TIME_COLUMNS)
+        + " | routing share | peak MiB fixed / adaptive / tf grouped_mm |",
+        "|---|" + "---|" * (len(TIME_COLUMNS) + 2),
     ]
     for r in layers:
         s = r["seconds"]
-
-        def t(v):
-            return _ms(s[f"{v} | fixed"]) if f"{v} | fixed" in s else "-"
-
+        times = [_ms(s[f"{v} | fixed"]) if f"{v} | fixed" in s else "-" for v, _ in TIME_COLUMNS]
         rt = r.get("routing")
         share = f"{100 * rt['share_of_adaptive_layer']:.2f}%" if rt else "-"
         pk = r.get("peak_bytes")
         mem = " / ".join(_mib(v) for v in pk.values()) if pk else "-"
-        lines.append(f"| {r['shape']['label']} | {t('adaptk')} | {t('transformers eager')} | "
-                      f"{t('transformers grouped_mm')} | {t('transformers batched_mm')} | {share} | {mem} |")
+        lines.append(f"| {r['shape']['label']} | " + " | ".join(times) + f" | {share} | {mem} |")
     return "\n".join(lines)
 
 

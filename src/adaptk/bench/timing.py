@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -20,30 +21,43 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 def interleaved(
     fns: dict[str, Callable[[], Any]], trials: int, warmup: int, device: torch.device | None = None,
-    clock: str = "wall",
+    clock: str = "wall", min_sample_s: float = 0.005,
 ) -> dict[str, float]:
-    """Median seconds of each function. Each trial runs every function once, in an order that
-    rotates (and flips) from trial to trial, so drifts in machine load hit all of them alike.
-    A function that returns a float reports its own timed span (untimed set-up excluded).
+    """Median seconds per call of each function. Each trial runs every function once, in an
+    order that rotates (and flips) from trial to trial, so drifts in machine load hit all of them
+    alike. A function that returns a float reports its own timed span (untimed set-up excluded).
+
+    A function faster than ``min_sample_s`` is called repeatedly within one sample (as
+    ``timeit`` does) and the sample divided by the count, so that microsecond steps (a router)
+    are not measured by one call's clock-reading noise (sized in the warm-up rounds).
 
     ``clock="cpu"`` measures this process's CPU time (all threads) instead of wall-clock time:
     steadier on a machine shared with other busy processes, blind to time spent waiting."""
     now = CLOCKS[clock]
     names = list(fns)
+    repeats = dict.fromkeys(names, 1)
     with torch.inference_mode():
-        for _ in range(warmup):
+        for _ in range(warmup):  # warm-up rounds also size the repeats
             for name in names:
-                fns[name]()
+                _sync(device)
+                start = now()
+                out = fns[name]()
+                _sync(device)
+                elapsed = now() - start
+                if not isinstance(out, float) and 0 < elapsed < min_sample_s:
+                    repeats[name] = max(repeats[name], math.ceil(min_sample_s / elapsed))
         samples: dict[str, list[float]] = {name: [] for name in names}
         for trial in range(trials):
             order = names[trial % len(names):] + names[: trial % len(names)]
             if trial % 2:
                 order.reverse()
             for name in order:
+                fn, n = fns[name], repeats[name]
                 _sync(device)
                 start = now()
-                out = fns[name]()
+                for _ in range(n):
+                    out = fn()
                 _sync(device)
-                elapsed = now() - start
+                elapsed = (now() - start) / n
                 samples[name].append(out if isinstance(out, float) else elapsed)
     return {name: statistics.median(s) for name, s in samples.items()}

@@ -24,58 +24,40 @@ Shapes: T tokens, K slots, V kept slots (rows), H hidden, I expert width.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from adaptk.experts.kernels import ExactMatmul, OneDNNMatmul, no_grad_needed
 
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _no_grad_needed(*tensors: torch.Tensor | None) -> bool:
-    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
-
-
-def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, transposed: bool, order: str,
-            out: torch.Tensor | None = None) -> torch.Tensor:
-    """One expert's projection, x [c, in] -> [c, out], in the arithmetic of the mirrored back-end:
-    slot (grouped_mm on one group): x.to(W) @ W^T, bias added after; expert (eager loop):
-    F.linear with the bias fused, or x @ W + b for transposed weights. ``out`` only without bias."""
-    if order == "slot" or transposed:
-        wt = w if transposed else w.t()  # [in, out]
-        xin = x.to(wt.dtype) if order == "slot" else x
-        y = torch.mm(xin, wt, out=out) if out is not None else xin @ wt
-        if b is None:
-            return y
-        return y.add_(b) if order == "slot" else y + b
-    if out is not None:
-        return torch.mm(x, w.t(), out=out)  # = F.linear(x, w) without bias
-    return F.linear(x, w, b)
-
-
-def mlp_rows(experts: nn.Module, x: torch.Tensor, counts: list[int], order: str) -> torch.Tensor:
+def mlp_rows(experts: nn.Module, x: torch.Tensor, counts: list[int], order: str,
+             kernel: ExactMatmul | OneDNNMatmul | None = None) -> torch.Tensor:
     """x [V, H] grouped by expert (``counts[e]`` rows each, experts in order) -> [V, H_out].
 
     One expert at a time: the [c, 2I] intermediate of one expert stays small (and in cache)
-    instead of a [V, 2I] one for all experts; the same mm calls as grouped_mm's CPU loop."""
+    instead of a [V, 2I] one for all experts. ``kernel`` multiplies (``adaptk.experts.kernels``);
+    the default is the mirrored back-end's own calls (grouped_mm's CPU loop of ``mm``)."""
+    kernel = kernel if kernel is not None else ExactMatmul(experts, order)
     up = "gate_up_proj" if experts.has_gate else "up_proj"
     w_up, w_down = getattr(experts, up), experts.down_proj
-    b_up = getattr(experts, up + "_bias") if experts.has_bias else None
-    b_down = experts.down_proj_bias if experts.has_bias else None
+    has_down_bias = experts.has_bias and experts.down_proj_bias is not None
     transposed, norm = experts.is_transposed, experts.has_post_expert_norm
     h_out = w_down.shape[2] if transposed else w_down.shape[1]
     dtype = w_down.dtype if order == "slot" else torch.promote_types(x.dtype, w_down.dtype)
     out = torch.empty(x.shape[0], h_out, dtype=dtype, device=x.device)  # [V, H]: every row written
-    direct = b_down is None and not norm and _no_grad_needed(x, w_up, w_down)
+    direct = not has_down_bias and not norm and no_grad_needed(x, w_up, w_down)
     start = 0
     for e, c in enumerate(counts):
         if c == 0:
             continue
         end = start + c
-        h = _linear(x[start:end], w_up[e], b_up[e] if b_up is not None else None, transposed, order)  # [c, 2I]
+        h = kernel(True, e, x[start:end])  # [c, 2I]
         h = experts._apply_gate(h) if experts.has_gate else experts.act_fn(h)  # [c, I]
         if direct and (h.dtype == out.dtype or order == "slot"):
-            _linear(h, w_down[e], None, transposed, order, out=out[start:end])  # written in place
+            kernel(False, e, h, out=out[start:end])  # written in place
         else:
-            y = _linear(h, w_down[e], b_down[e] if b_down is not None else None, transposed, order)
+            y = kernel(False, e, h)
             out[start:end] = experts.post_expert_norm(y) if norm else y
         start = end
     return out
@@ -83,7 +65,7 @@ def mlp_rows(experts: nn.Module, x: torch.Tensor, counts: list[int], order: str)
 
 def _weighted(out: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """out [V, H] * w [V] with the native back-ends' promotion; in place when it may be."""
-    if out.dtype == torch.promote_types(out.dtype, w.dtype) and _no_grad_needed(out, w):
+    if out.dtype == torch.promote_types(out.dtype, w.dtype) and no_grad_needed(out, w):
         return out.mul_(w.unsqueeze(-1))
     return out * w.unsqueeze(-1)
 

@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptk.errors import KernelError
 from adaptk.experts.cpu_fast import combine_expert, combine_slot, mlp_rows
+from adaptk.experts.kernels import ExactMatmul, OneDNNMatmul
 
 ORDERS = ("expert", "slot")
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
@@ -130,12 +132,15 @@ def variable_k_experts_forward(
     order: str = "slot",
     row_counter: torch.Tensor | None = None,
     sync_free: bool | None = None,
+    kernel: ExactMatmul | OneDNNMatmul | None = None,
 ) -> torch.Tensor:
     """hidden [T, H], index [T, K] (sentinel N = dropped), weights [T, K] -> [T, H].
 
     ``row_counter`` [N], if given, is increased in place by the rows each expert's matmuls
     received (no host sync). ``sync_free`` picks the accelerator path (sentinel rows kept past the
-    last group and zeroed, no host sync); by default it is used off the CPU.
+    last group and zeroed, no host sync); by default it is used off the CPU. ``kernel`` (CPU path
+    only; ``adaptk.experts.kernels.kernel_for``) multiplies each expert's rows; by default the
+    mirrored back-end's own calls.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -147,7 +152,9 @@ def variable_k_experts_forward(
     if row_counter is not None:
         row_counter.add_(rows.counts)
     if rows.valid is None:  # CPU: kept rows only, fewer passes over memory, same bits
-        return _cpu_forward(experts, hidden_states, top_k_weights, rows, order)
+        return _cpu_forward(experts, hidden_states, top_k_weights, rows, order, kernel)
+    if kernel is not None and not kernel.exact:
+        raise KernelError("a non-exact kernel runs only on the CPU path (sync_free=False, CPU tensors)")
     x = rows.mask(hidden_states[rows.token])  # [V, H]
     if order == "expert":  # one expert at a time, as the eager loop (one host sync, as it)
         out = mlp_rows(experts, x, rows.counts.tolist(), order)  # rows past the last group unwritten
@@ -168,23 +175,25 @@ def variable_k_experts_forward(
 
 
 def _cpu_forward(experts: nn.Module, hidden_states: torch.Tensor, top_k_weights: torch.Tensor,
-                 rows: GroupedRows, order: str) -> torch.Tensor:
+                 rows: GroupedRows, order: str, kernel: ExactMatmul | OneDNNMatmul | None) -> torch.Tensor:
     """CPU: rows [V] hold kept slots only (sentinels sliced off). -> [T, H]."""
     x = hidden_states[rows.token]  # [V, H] grouped by expert
     w = top_k_weights[rows.token, rows.slot]  # [V]
     counts = rows.counts.tolist()  # [N] host ints, free on CPU
-    out = mlp_rows(experts, x, counts, order)  # [V, H]
+    out = mlp_rows(experts, x, counts, order, kernel)  # [V, H]
     if order == "slot":
         return combine_slot(out, w, rows.token, rows.slot, rows.num_tokens, rows.num_slots, hidden_states.dtype)
     return combine_expert(out, w, rows.token, counts, hidden_states)
 
 
-def bind(experts: nn.Module, order: str, row_counter: torch.Tensor | None) -> Callable[..., torch.Tensor]:
+def bind(experts: nn.Module, order: str, row_counter: torch.Tensor | None,
+         kernel: ExactMatmul | OneDNNMatmul | None = None) -> Callable[..., torch.Tensor]:
     """A forward for one experts module instance (what ``adaptk.patch`` installs)."""
 
     def forward(hidden_states, top_k_index, top_k_weights, *args, **kwargs):
         return variable_k_experts_forward(
-            experts, hidden_states, top_k_index, top_k_weights, order=order, row_counter=row_counter
+            experts, hidden_states, top_k_index, top_k_weights, order=order, row_counter=row_counter,
+            kernel=kernel,
         )
 
     return forward

@@ -1,0 +1,179 @@
+"""Who multiplies one expert's rows on the CPU: the registry of matmul kernels.
+
+The variable-K back-end runs experts one at a time on contiguous row groups (``cpu_fast``). What
+does each group's two projections is a kernel:
+
+- ``exact`` (default): the very calls of the back-end being replaced (``torch.mm`` as CPU
+  ``grouped_mm`` does, or ``F.linear`` as the eager loop does), so that keeping every slot gives
+  the unpatched model's output bit for bit. On x86 these go to the BLAS (MKL).
+- ``onednn``: oneDNN's inner-product primitive on the weights as they are (no extra memory).
+  Not bit-identical (another summation order): float32 within ~1e-6 relative, bfloat16 equal
+  in our tests. Faster than the BLAS at the few-dozen-row groups a MoE layer produces on the
+  CPUs we measured (docs/performance.md).
+- ``onednn-packed``: the same, with each expert's weights re-laid out once into oneDNN's
+  blocked format, which removes the per-call re-layout that dominates small groups. Costs a
+  second copy of the expert weights. Groups of at most ``PLAIN_ROWS`` rows (batch-1 decode)
+  use the plain weights, which are faster there.
+
+The oneDNN kernels run where autograd records nothing (inference); under autograd they raise
+``KernelError`` rather than silently switching arithmetic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adaptk.errors import KernelError
+
+log = logging.getLogger(__name__)
+
+PLAIN_ROWS = 2  # onednn-packed: groups this small use the plain weights (faster at decode)
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def no_grad_needed(*tensors: torch.Tensor | None) -> bool:
+    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
+
+
+def _projection(experts: nn.Module, up: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The stacked weight [E, out, in] (or [E, in, out] if transposed) and bias [E, out] of one
+    projection."""
+    name = ("gate_up_proj" if experts.has_gate else "up_proj") if up else "down_proj"
+    return getattr(experts, name), (getattr(experts, name + "_bias") if experts.has_bias else None)
+
+
+class ExactMatmul:
+    """The mirrored back-end's own calls: slot order (grouped_mm) x.to(W) @ W^T then + b;
+    expert order (eager) F.linear with the bias fused, or x @ W + b for transposed weights."""
+
+    exact = True
+
+    def __init__(self, experts: nn.Module, order: str) -> None:
+        self.experts, self.order = experts, order
+
+    def __call__(self, up: bool, e: int, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """x [c, in] -> [c, out] for expert ``e``; ``out`` (no bias only) receives the result."""
+        w, b = _projection(self.experts, up)
+        w, b = w[e], (b[e] if b is not None else None)
+        if self.order == "slot" or self.experts.is_transposed:
+            wt = w if self.experts.is_transposed else w.t()  # [in, out]
+            xin = x.to(wt.dtype) if self.order == "slot" else x
+            y = torch.mm(xin, wt, out=out) if out is not None else xin @ wt
+            if b is None:
+                return y
+            return y.add_(b) if self.order == "slot" else y + b
+        if out is not None:
+            return torch.mm(x, w.t(), out=out)  # = F.linear(x, w) without bias
+        return F.linear(x, w, b)
+
+
+class OneDNNMatmul:
+    """oneDNN inner products, weights [out, in] per expert, optionally pre-packed.
+
+    Packed weights are rebuilt when a weight tensor is replaced or modified in place (its
+    ``_version`` moves), so a patched model whose weights are reloaded stays correct."""
+
+    exact = False
+
+    def __init__(self, experts: nn.Module, packed: bool) -> None:
+        self.experts, self.packed = experts, packed
+        self._key: tuple | None = None
+        self._up: list[torch.Tensor] = []
+        self._down: list[torch.Tensor] = []
+
+    def _weights_key(self) -> tuple:
+        return tuple((w.data_ptr(), w._version) for w, _ in (_projection(self.experts, True),
+                                                             _projection(self.experts, False)))
+
+    def _plain(self, up: bool, e: int) -> torch.Tensor:
+        w = _projection(self.experts, up)[0][e]
+        return w.t() if self.experts.is_transposed else w  # [out, in]
+
+    def pack(self) -> None:
+        """Re-lay out every expert's weights for oneDNN (a second copy of the expert weights)."""
+        reorder = torch.ops.mkldnn._reorder_linear_weight
+        with torch.no_grad():
+            n = self.experts.num_experts
+            self._up = [reorder(self._plain(True, e).contiguous(), None) for e in range(n)]
+            self._down = [reorder(self._plain(False, e).contiguous(), None) for e in range(n)]
+        self._key = self._weights_key()
+        log.info("adaptk: packed %d experts' weights for oneDNN", self.experts.num_experts)
+
+    def __call__(self, up: bool, e: int, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        w_all, b_all = _projection(self.experts, up)
+        if not no_grad_needed(x, w_all, b_all):
+            raise KernelError(
+                "the oneDNN kernels are for inference: run the model under torch.inference_mode() or "
+                "torch.no_grad(), or patch with kernel='exact' to train or take gradients"
+            )
+        if self.packed and x.shape[0] > PLAIN_ROWS:
+            if self._key != self._weights_key():
+                self.pack()
+            w = (self._up if up else self._down)[e]
+        else:
+            w = self._plain(up, e)
+        b = b_all[e] if b_all is not None else None
+        y = torch.ops.mkldnn._linear_pointwise(x.to(w_all.dtype), w, b, "none", [], "")  # [c, out]
+        if out is not None:
+            out.copy_(y)
+            return out
+        return y
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel: how to build it for an experts module, and what it needs."""
+
+    name: str
+    exact: bool
+    build: Callable[[nn.Module, str], ExactMatmul | OneDNNMatmul]
+    needs_onednn: bool
+    note: str
+
+
+KERNELS: dict[str, KernelSpec] = {}
+
+
+def register_kernel(spec: KernelSpec) -> KernelSpec:
+    KERNELS[spec.name] = spec
+    return spec
+
+
+register_kernel(KernelSpec("exact", True, ExactMatmul, False,
+                           "the replaced back-end's own calls; bit-identical"))
+register_kernel(KernelSpec("onednn", False, lambda ex, order: OneDNNMatmul(ex, packed=False), True,
+                           "oneDNN on the weights as they are; inference only"))
+register_kernel(KernelSpec("onednn-packed", False, lambda ex, order: OneDNNMatmul(ex, packed=True), True,
+                           "oneDNN on pre-packed weights; +1 copy of the expert weights; inference only"))
+
+
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def kernel_for(experts: nn.Module, name: str, order: str) -> ExactMatmul | OneDNNMatmul:
+    """Build kernel ``name`` for one experts module; ``KernelError`` says why it cannot run."""
+    if name not in KERNELS:
+        raise KernelError(f"unknown kernel {name!r}; choose one of {sorted(KERNELS)}")
+    spec = KERNELS[name]
+    if spec.needs_onednn:
+        w = _projection(experts, True)[0]
+        if not onednn_available():
+            raise KernelError(f"kernel {name!r} needs oneDNN (mkldnn), which this torch build lacks; "
+                              "use kernel='exact'")
+        if w.device.type != "cpu":
+            raise KernelError(f"kernel {name!r} runs on the CPU but the experts are on {w.device}; "
+                              "use kernel='exact' there")
+        if w.dtype not in _ONEDNN_DTYPES:
+            raise KernelError(f"kernel {name!r} supports float32 and bfloat16 weights, got {w.dtype}; "
+                              "use kernel='exact' or convert the model")
+    kernel = spec.build(experts, order)
+    if isinstance(kernel, OneDNNMatmul) and kernel.packed:
+        kernel.pack()
+    return kernel

@@ -1,0 +1,139 @@
+"""The oneDNN matmul kernels against the exact back-end: same rows, outputs within a stated
+tolerance (another summation order), over layouts, dtypes and k mixes; and the errors that keep
+them from running where they cannot."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.overrides import TorchFunctionMode
+
+import adaptk
+from adaptk.errors import KernelError
+from adaptk.experts.kernels import KERNELS, PLAIN_ROWS, kernel_for, onednn_available
+from adaptk.experts.variable_k import variable_k_experts_forward
+from adaptk.models import find_moe_layers
+from tiny_models import tiny_model
+
+pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
+FAST = [k for k in KERNELS if k != "exact"]
+# fp32: another summation order, so a few float32 ulps of the row sums; bf16: a few bf16 ulps
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+
+
+def _experts(family, dtype):
+    return find_moe_layers(tiny_model(family).to(dtype))[0].experts
+
+
+def _routing(t, n, k, seed, drop, only=None):
+    g = torch.Generator().manual_seed(seed)
+    index = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(t)])
+    if only is not None:
+        index[:, 0] = only
+    weights = torch.rand(t, k, generator=g)
+    dropped = (torch.rand(t, k, generator=g) < drop) & (torch.arange(k) > 0)
+    index = torch.where(dropped, n, index)
+    return index, torch.where(index == n, 0.0, weights)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    family=st.sampled_from(["mixtral", "gpt_oss", "olmoe", "qwen2_moe"]),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    t=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+    drop=st.sampled_from([0.0, 0.5, 1.0]),
+    one_expert=st.booleans(),
+    order=st.sampled_from(["slot", "expert"]),
+    kernel=st.sampled_from(FAST),
+)
+def test_fast_kernels_match_the_exact_back_end(family, dtype, t, seed, drop, one_expert, order, kernel):
+    experts = _experts(family, dtype)
+    n = experts.num_experts
+    k = min(2, n)
+    index, weights = _routing(t, n, k, seed, drop, only=0 if one_expert else None)
+    x = torch.randn(t, experts.down_proj.shape[1 if not experts.is_transposed else 2],
+                    generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
+    with torch.inference_mode():
+        ref = variable_k_experts_forward(experts, x, index, weights.to(dtype), order=order)
+        got = variable_k_experts_forward(experts, x, index, weights.to(dtype), order=order,
+                                         kernel=kernel_for(experts, kernel, order))
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    torch.testing.assert_close(got.float(), ref.float(), **TOL[dtype])
+
+
+class _RowSpy(TorchFunctionMode):
+    """Rows multiplied by gate-up expert weights through oneDNN (plain or packed)."""
+
+    def __init__(self, gate_up_rows):
+        super().__init__()
+        self.rows, self.gate_up_rows = 0, gate_up_rows
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if "linear_pointwise" in str(func) and out.shape[-1] == self.gate_up_rows:
+            self.rows += args[0].shape[0]
+        return out
+
+
+@pytest.mark.parametrize("kernel", FAST)
+def test_fast_kernels_multiply_only_kept_rows(kernel):
+    experts = _experts("mixtral", torch.float32)
+    n = experts.num_experts
+    index, weights = _routing(12, n, 2, seed=3, drop=0.5)
+    x = torch.randn(12, experts.down_proj.shape[1])
+    matmul = kernel_for(experts, kernel, "slot")
+    with torch.inference_mode(), _RowSpy(experts.gate_up_proj.shape[1]) as spy:
+        variable_k_experts_forward(experts, x, index, weights, kernel=matmul)
+    assert spy.rows == int((index < n).sum()) > 0
+
+
+def test_patch_with_fast_kernels_matches_exact_logits():
+    model = tiny_model("mixtral")
+    ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    policy = adaptk.EntropyThreshold([1, 2], [1.7])
+    with torch.inference_mode():
+        with adaptk.patch(model, policy) as handle:
+            ref = model(ids).logits
+            ref_k = handle.stats().average_k
+        for kernel in FAST:
+            with adaptk.patch(model, policy, kernel=kernel) as handle:
+                got = model(ids).logits
+                assert handle.stats().average_k == ref_k
+            torch.testing.assert_close(got, ref, **TOL[torch.float32])
+
+
+def test_packed_weights_follow_weight_changes():
+    """Weights changed in place (load_state_dict, optimizer steps) are re-packed, not stale."""
+    experts = _experts("mixtral", torch.float32)
+    n = experts.num_experts
+    index, weights = _routing(3 * (PLAIN_ROWS + 1) * n, n, 2, seed=5, drop=0.0)  # groups > PLAIN_ROWS
+    x = torch.randn(index.shape[0], experts.down_proj.shape[1])
+    matmul = kernel_for(experts, "onednn-packed", "slot")
+    with torch.inference_mode():
+        before = variable_k_experts_forward(experts, x, index, weights, kernel=matmul)
+    with torch.no_grad():
+        experts.gate_up_proj.mul_(2.0)
+    with torch.inference_mode():
+        after = variable_k_experts_forward(experts, x, index, weights, kernel=matmul)
+        ref = variable_k_experts_forward(experts, x, index, weights)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, ref, **TOL[torch.float32])
+
+
+def test_kernel_errors_say_what_to_do():
+    experts = _experts("mixtral", torch.float32)
+    with pytest.raises(KernelError, match="unknown kernel"):
+        kernel_for(experts, "fastest", "slot")
+    with pytest.raises(KernelError, match="float32 and bfloat16"):
+        kernel_for(_experts("mixtral", torch.float16), "onednn", "slot")
+    with pytest.raises(KernelError, match="kernel='exact'"):
+        adaptk.patch(tiny_model("mixtral").half(), adaptk.FixedTopK(2), kernel="onednn-packed")
+    # inference only: under autograd the kernel refuses instead of switching arithmetic
+    x = torch.randn(4, experts.down_proj.shape[1], requires_grad=True)
+    index, weights = _routing(4, experts.num_experts, 2, seed=0, drop=0.0)
+    with pytest.raises(KernelError, match="inference"):
+        variable_k_experts_forward(experts, x, index, weights, kernel=kernel_for(experts, "onednn", "slot"))
+    with pytest.raises(KernelError, match="CPU path"):
+        variable_k_experts_forward(experts, x.detach(), index, weights, sync_free=True,
+                                   kernel=kernel_for(experts, "onednn", "slot"))
