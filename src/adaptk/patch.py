@@ -92,6 +92,7 @@ class PatchHandle:
         self.model, self.policy, self.layers, self.kernel = model, policy, layers, kernel
         self._stats: list[LayerStats] = []
         self._installed: list[_Installed] = []
+        self.kernels: list = []  # one matmul kernel per experts module (holding packed weights, if any)
         for layer in layers:
             device = layer.router.weight.device
             stats = LayerStats(layer.index, layer.name, layer.num_experts, layer.native_k,
@@ -100,6 +101,7 @@ class PatchHandle:
             self._installed.append(_Installed(layer.router, _routed_forward(layer, policy, stats, check)))
             order = _experts_order(layer.experts)
             matmul = kernel_for(layer.experts, kernel, order)
+            self.kernels.append(matmul)
             self._installed.append(
                 _Installed(layer.experts, bind_experts(layer.experts, order, stats.matmul_rows, matmul))
             )

@@ -128,3 +128,33 @@ def test_native_top1_and_single_token_shapes():
     top1, one = run_bench(cfg)["layers"]
     assert set(top1["flop_ratio"]) == {"fixed"}
     assert set(one["flop_ratio"]) == {"fixed", "all k=1"}
+
+
+def test_bench_model_times_every_arm_and_kernel():
+    from adaptk.bench.config import ModelBench
+    from adaptk.bench.model import bench_model
+    from adaptk.experts.kernels import onednn_available
+
+    cfg = BenchConfig((TINY,), trials=1, warmup=0, model=ModelBench(8, 2, (2,), models=("default",)))
+    m = bench_model(cfg, "default")
+    arms = [row["arm"] for row in m["rows"]]
+    assert arms[:3] == ["unpatched", "adaptk fixed k=2", "adaptk entropy policy"]
+    if onednn_available():
+        assert {"adaptk entropy policy, onednn", "adaptk fixed k=2, onednn-packed"} <= set(arms)
+    for row in m["rows"]:
+        assert row["prefill_tok_s"] > 0 and row["decode_tok_s"] > 0
+        if row["arm"].startswith("adaptk entropy"):
+            assert 1.0 <= row["avg_k_prefill"] < 2.0  # median thresholds: about half the tokens at k=1
+    md = render_markdown({"preset": "t", "dtype": "float32", "trials": 1, "warmup": 0,
+                          "environment": {"torch": "x", "transformers": "y", "device": "cpu", "threads": 1},
+                          "layers": [], "models": [m]})
+    assert "| 2 | unpatched |" in md and "| 1.00 | 1.00 |" in md
+
+
+def test_cli_model_option_is_repeatable():
+    from adaptk.cli import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--model", "default", "--model", "random-mixtral-h512"])
+    assert args.model == ["default", "random-mixtral-h512"]

@@ -137,3 +137,19 @@ def test_kernel_errors_say_what_to_do():
     with pytest.raises(KernelError, match="CPU path"):
         variable_k_experts_forward(experts, x.detach(), index, weights, sync_free=True,
                                    kernel=kernel_for(experts, "onednn", "slot"))
+
+
+def test_a_new_patch_reuses_live_packed_weights_and_frees_them_with_the_handle():
+    import gc
+    import weakref
+
+    model = tiny_model("mixtral")
+    policy = adaptk.FixedTopK(2)
+    with adaptk.patch(model, policy, kernel="onednn-packed") as first:
+        kernels = first.kernels
+    with adaptk.patch(model, policy, kernel="onednn-packed") as second:
+        assert all(a is b for a, b in zip(kernels, second.kernels))  # not packed again
+    gone = weakref.ref(kernels[0])
+    del kernels, first, second
+    gc.collect()
+    assert gone() is None  # nothing in adaptk keeps the packed copy alive

@@ -66,10 +66,14 @@ class ModelBench:
     prompt_len: int = 64
     decode_steps: int = 8
     batch_sizes: tuple[int, ...] = (1, 16)
+    # model folders, "default" (the shipped model) or names in adaptk.bench.model.SYNTHETIC_MODELS
+    models: tuple[str, ...] = ("default", "random-mixtral-h1024")
 
     def __post_init__(self) -> None:
         if self.prompt_len < 1 or self.decode_steps < 1 or not self.batch_sizes:
             raise ValueError("prompt_len, decode_steps >= 1 and at least one batch size are required")
+        if not self.models:
+            raise ValueError("ModelBench needs at least one model")
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,6 @@ class BenchConfig:
     memory: bool = True
     routing: bool = True
     model: ModelBench | None = field(default_factory=ModelBench)
-    model_path: str | None = None  # None: the shipped default model if present, else a tiny random Mixtral
     max_batched_bytes: int = 512 << 20  # skip batched_mm when its gathered weights exceed this
     clock: str = "wall"  # "wall" (perf_counter) or "cpu" (process CPU time, steadier on a busy machine)
     threads: int | None = None  # torch intra-op threads for the run (None: leave as is)

@@ -15,7 +15,7 @@ from adaptk.bench.memory import peak_bytes
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
 from adaptk.bench.timing import interleaved
 from adaptk.errors import KernelError
-from adaptk.experts.kernels import kernel_for
+from adaptk.experts.kernels import check_kernel, kernel_for
 from adaptk.experts.strategies import grouped_by_k_experts_forward, padded_experts_forward
 from adaptk.experts.variable_k import variable_k_experts_forward
 
@@ -29,16 +29,23 @@ def _adaptk(experts, hidden, index, weights):
 
 def kernel_variant(experts: torch.nn.Module, kernel: str) -> Callable[..., torch.Tensor] | None:
     """adaptk's back-end with matmul kernel ``kernel`` (None, logged, where it cannot run)."""
-    try:
-        matmul = kernel_for(experts, kernel, "slot")
-    except KernelError as exc:
-        log.info("skipping kernel %s: %s", kernel, exc)
+    if not kernel_runs(experts, kernel):
         return None
+    matmul = kernel_for(experts, kernel, "slot")
 
     def call(experts, hidden, index, weights):
         return variable_k_experts_forward(experts, hidden, index, weights, order="slot", kernel=matmul)
 
     return call
+
+
+def kernel_runs(experts: torch.nn.Module, kernel: str) -> bool:
+    try:
+        check_kernel(experts, kernel)
+    except KernelError as exc:
+        log.info("skipping kernel %s: %s", kernel, exc)
+        return False
+    return True
 
 
 def variant_name(kernel: str) -> str:

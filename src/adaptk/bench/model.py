@@ -27,22 +27,38 @@ def _default_path() -> str | None:
     return str(path) if path is not None and Path(path).exists() else None
 
 
-def load_model(path: str | None, dtype: torch.dtype) -> tuple[torch.nn.Module, str]:
-    """The model at ``path``, else the shipped default model, else a tiny random Mixtral."""
+def _random_mixtral(hidden: int, intermediate: int, layers: int, heads: int) -> dict[str, int]:
+    return dict(vocab_size=1024, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=heads // 2, num_local_experts=8,
+                num_experts_per_tok=2, max_position_embeddings=512)
+
+
+# random-weight Mixtrals for timing only (quality is meaningless): the second has the expert
+# shapes of Mixtral-8x7B's little sibling benchmarks (hidden 1024, width 3584), so that expert
+# weights, not Python, dominate a decode step, as in real MoE models
+SYNTHETIC_MODELS: dict[str, dict[str, int]] = {
+    "random-mixtral-h512": _random_mixtral(512, 1408, 4, 8),
+    "random-mixtral-h1024": _random_mixtral(1024, 3584, 2, 8),
+}
+
+
+def load_model(spec: str | None, dtype: torch.dtype) -> tuple[torch.nn.Module, str]:
+    """``spec``: a model folder, "default" or None (the shipped default model, else
+    random-mixtral-h512), or a name in ``SYNTHETIC_MODELS``."""
     import transformers
 
-    path = path or _default_path()
-    if path is not None:
-        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        return model.eval(), str(path)
-    config = transformers.MixtralConfig(
-        vocab_size=1024, hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
-        num_attention_heads=8, num_key_value_heads=4, num_local_experts=8, num_experts_per_tok=2,
-        max_position_embeddings=512,
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config).to(dtype)
-    return model.eval(), "tiny random Mixtral (H512, I1408, 4 layers, 8x top-2)"
+    if spec in SYNTHETIC_MODELS:
+        torch.manual_seed(0)
+        config = transformers.MixtralConfig(**SYNTHETIC_MODELS[spec])
+        model = transformers.AutoModelForCausalLM.from_config(config).to(dtype)
+        c = SYNTHETIC_MODELS[spec]
+        return model.eval(), (f"{spec} (random weights; H{c['hidden_size']}, I{c['intermediate_size']}, "
+                              f"{c['num_hidden_layers']} layers, 8x top-2)")
+    path = _default_path() if spec in (None, "default") else spec
+    if path is None:
+        return load_model("random-mixtral-h512", dtype)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model.eval(), ("the shipped default model" if spec in (None, "default") else str(path))
 
 
 def median_entropy_policy(model: torch.nn.Module, input_ids: torch.Tensor):
@@ -86,25 +102,40 @@ def _decode(model, ids, steps: int, clock: str) -> float:
     return now() - start
 
 
-def bench_model(cfg: BenchConfig) -> dict[str, Any]:
+def bench_model(cfg: BenchConfig, spec: str | None = None) -> dict[str, Any]:
+    """Prefill and decode tokens/s of the model ``spec`` (see ``load_model``): unpatched, and
+    patched with fixed native k and with an entropy policy, under every kernel of ``cfg``."""
     import adaptk
+    from adaptk.bench.layer import kernel_runs
 
     mb: ModelBench = cfg.model
-    model, source = load_model(cfg.model_path, getattr(torch, cfg.dtype))
+    model, source = load_model(spec, getattr(torch, cfg.dtype))
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(cfg.seed)
     calib = torch.randint(0, vocab, (4, mb.prompt_len), generator=g)
     policy, native_k = median_entropy_policy(model, calib)
-    arms = {"unpatched": None, f"adaptk fixed k={native_k}": adaptk.FixedTopK(native_k), "adaptk entropy policy": policy}
+    experts = find_experts(model)
+    kernels = [k for k in cfg.kernels if kernel_runs(experts, k)]
+    arms: dict[str, tuple[Any, str]] = {"unpatched": (None, "exact")}
+    for kernel in kernels:
+        suffix = "" if kernel == "exact" else f", {kernel}"
+        arms[f"adaptk fixed k={native_k}{suffix}"] = (adaptk.FixedTopK(native_k), kernel)
+        arms[f"adaptk entropy policy{suffix}"] = (policy, kernel)
+
+    keep_packed = []  # kernels kept alive between arms, so that patching an arm does not re-pack
+    for kernel in kernels:
+        with adaptk.patch(model, adaptk.FixedTopK(native_k), kernel=kernel) as handle:
+            keep_packed.append(handle.kernels)
 
     def run(arm, fn):
-        if arms[arm] is None:
+        arm_policy, kernel = arms[arm]
+        if arm_policy is None:
             return fn()
-        with adaptk.patch(model, arms[arm]):
+        with adaptk.patch(model, arm_policy, kernel=kernel):
             return fn()
 
-    result: dict[str, Any] = {"model": source, "policy": policy.to_dict() if hasattr(policy, "to_dict") else repr(policy),
-                              "prompt_len": mb.prompt_len, "decode_steps": mb.decode_steps, "rows": []}
+    result: dict[str, Any] = {"model": source, "policy": policy.to_dict(), "prompt_len": mb.prompt_len,
+                              "decode_steps": mb.decode_steps, "rows": []}
     for batch in mb.batch_sizes:
         ids = torch.randint(0, vocab, (batch, mb.prompt_len), generator=g)
         fns = {}
@@ -115,11 +146,17 @@ def bench_model(cfg: BenchConfig) -> dict[str, Any]:
         with torch.inference_mode(), adaptk.patch(model, policy) as handle:
             _prefill(model, ids)
             avg_k = handle.stats().average_k
-        for arm in arms:
+        for arm, (arm_policy, kernel) in arms.items():
             result["rows"].append({
-                "batch": batch, "arm": arm,
+                "batch": batch, "arm": arm, "kernel": kernel,
                 "prefill_tok_s": batch * mb.prompt_len / times[f"prefill | {arm}"],
                 "decode_tok_s": batch * mb.decode_steps / times[f"decode | {arm}"],
-                "avg_k_prefill": avg_k if arm == "adaptk entropy policy" else float(native_k),
+                "avg_k_prefill": avg_k if arm_policy is policy else float(native_k),
             })
     return result
+
+
+def find_experts(model: torch.nn.Module) -> torch.nn.Module:
+    from adaptk.models.registry import find_moe_layers
+
+    return find_moe_layers(model)[0].experts

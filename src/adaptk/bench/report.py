@@ -63,12 +63,16 @@ def model_table(m: dict[str, Any]) -> str:
     lines = [
         f"### End to end: {m['model']} (prompt {m['prompt_len']}, {m['decode_steps']} decode steps)",
         "",
-        "| batch | arm | avg k (prefill) | prefill tok/s | decode tok/s |",
-        "|---|---|---|---|---|",
+        "| batch | arm | avg k (prefill) | prefill tok/s | decode tok/s | prefill / unpatched | decode / unpatched |",
+        "|---|---|---|---|---|---|---|",
     ]
+    base = {row["batch"]: row for row in m["rows"] if row["arm"] == "unpatched"}
     for row in m["rows"]:
+        b = base.get(row["batch"])
+        rel = (f"{row['prefill_tok_s'] / b['prefill_tok_s']:.2f} | {row['decode_tok_s'] / b['decode_tok_s']:.2f}"
+               if b else "- | -")
         lines.append(f"| {row['batch']} | {row['arm']} | {row['avg_k_prefill']:.2f} | "
-                     f"{row['prefill_tok_s']:.0f} | {row['decode_tok_s']:.1f} |")
+                     f"{row['prefill_tok_s']:.0f} | {row['decode_tok_s']:.1f} | {rel} |")
     return "\n".join(lines)
 
 
@@ -84,8 +88,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         layer_tables(result["layers"]),
     ]
-    if result.get("model"):
-        parts += ["", model_table(result["model"])]
+    for m in result.get("models", []):
+        parts += ["", model_table(m)]
     return "\n".join(parts) + "\n"
 
 

@@ -41,11 +41,12 @@ def run_bench(
 def _run(cfg: BenchConfig, preset: str, dev: torch.device, say: Callable[[str], None]) -> dict[str, Any]:
     result: dict[str, Any] = {"preset": preset, "dtype": cfg.dtype, "trials": cfg.trials, "warmup": cfg.warmup,
                               "clock": cfg.clock,
-                              "environment": environment(dev), "layers": [], "model": None}
+                              "environment": environment(dev), "layers": [], "models": []}
     for shape in cfg.shapes:
         say(f"layer {shape.label}")
         result["layers"].append(bench_layer(shape, cfg, dev))
     if cfg.model is not None:
-        say("end-to-end model")
-        result["model"] = bench_model(cfg)
+        for spec in cfg.model.models:
+            say(f"end-to-end model {spec}")
+            result["models"].append(bench_model(cfg, spec))
     return result

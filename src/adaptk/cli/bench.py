@@ -20,8 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default=None,
                         help="wall-clock time (default) or this process's CPU time (steadier on a shared machine)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for the run")
-    parser.add_argument("--model", default=None,
-                        help="model path for the end-to-end part (default: the shipped model, else a tiny random Mixtral)")
+    parser.add_argument("--model", action="append", default=None, metavar="PATH_OR_NAME",
+                        help="model for the end-to-end part, repeatable: a folder, 'default' (the shipped model) or "
+                             "a synthetic one (random-mixtral-h512, random-mixtral-h1024); default: default and "
+                             "random-mixtral-h1024")
     parser.add_argument("--no-model", action="store_true", help="skip the end-to-end model part")
     parser.add_argument("--layers-only-first", type=int, default=None, metavar="N",
                         help="only the first N layer shapes of the preset")
@@ -36,10 +38,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = PRESETS[args.preset]()
     changes = {k: v for k, v in (("trials", args.trials), ("warmup", args.warmup), ("dtype", args.dtype),
-                                 ("model_path", args.model), ("clock", args.clock),
+                                 ("clock", args.clock),
                                  ("threads", args.threads)) if v is not None}
     if args.no_model:
         changes["model"] = None
+    elif args.model:
+        changes["model"] = dataclasses.replace(cfg.model, models=tuple(args.model))
     if args.layers_only_first is not None:
         changes["shapes"] = cfg.shapes[: args.layers_only_first]
     cfg = dataclasses.replace(cfg, **changes)

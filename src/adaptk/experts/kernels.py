@@ -22,6 +22,7 @@ The oneDNN kernels run where autograd records nothing (inference); under autogra
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -87,6 +88,10 @@ class OneDNNMatmul:
         self._up: list[torch.Tensor] = []
         self._down: list[torch.Tensor] = []
 
+    def stale(self) -> bool:
+        """True before the first ``pack`` and after the weights changed."""
+        return self._key != self._weights_key()
+
     def _weights_key(self) -> tuple:
         return tuple((w.data_ptr(), w._version) for w, _ in (_projection(self.experts, True),
                                                              _projection(self.experts, False)))
@@ -113,7 +118,7 @@ class OneDNNMatmul:
                 "torch.no_grad(), or patch with kernel='exact' to train or take gradients"
             )
         if self.packed and x.shape[0] > PLAIN_ROWS:
-            if self._key != self._weights_key():
+            if self.stale():
                 self.pack()
             w = (self._up if up else self._down)[e]
         else:
@@ -157,8 +162,8 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def kernel_for(experts: nn.Module, name: str, order: str) -> ExactMatmul | OneDNNMatmul:
-    """Build kernel ``name`` for one experts module; ``KernelError`` says why it cannot run."""
+def check_kernel(experts: nn.Module, name: str) -> None:
+    """``KernelError`` saying why kernel ``name`` cannot run on this experts module, if it cannot."""
     if name not in KERNELS:
         raise KernelError(f"unknown kernel {name!r}; choose one of {sorted(KERNELS)}")
     spec = KERNELS[name]
@@ -173,7 +178,24 @@ def kernel_for(experts: nn.Module, name: str, order: str) -> ExactMatmul | OneDN
         if w.dtype not in _ONEDNN_DTYPES:
             raise KernelError(f"kernel {name!r} supports float32 and bfloat16 weights, got {w.dtype}; "
                               "use kernel='exact' or convert the model")
-    kernel = spec.build(experts, order)
-    if isinstance(kernel, OneDNNMatmul) and kernel.packed:
+
+
+# kernels still referenced somewhere (a patch handle, a bench), per experts module: a new patch of
+# the same module reuses them instead of packing the weights again; nothing is kept alive here
+_LIVE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], weakref.ref]] = weakref.WeakKeyDictionary()
+
+
+def kernel_for(experts: nn.Module, name: str, order: str) -> ExactMatmul | OneDNNMatmul:
+    """Kernel ``name`` for one experts module (packing its weights if the kernel packs);
+    ``KernelError`` says why it cannot run. A kernel of this module still alive elsewhere (held
+    by a patch handle) is reused, so patching again does not pack again."""
+    check_kernel(experts, name)
+    live = _LIVE.setdefault(experts, {})
+    ref = live.get((name, order))
+    kernel = ref() if ref is not None else None
+    if kernel is None:
+        kernel = KERNELS[name].build(experts, order)
+        live[(name, order)] = weakref.ref(kernel)
+    if isinstance(kernel, OneDNNMatmul) and kernel.packed and kernel.stale():
         kernel.pack()
     return kernel

@@ -28,11 +28,11 @@ def routing_entropy(
     if probs.dim() != 2:
         raise RoutingInputError(f"probs must be [tokens, experts], got shape {tuple(probs.shape)}")
     p = probs.float()  # [T, N]
-    h = -torch.special.xlogy(p, p).sum(dim=-1)  # [T]; xlogy(0, 0) = 0
+    h = torch.special.entr(p).sum(dim=-1)  # [T]; entr(x) = -x log x, entr(0) = 0
     if normalized:
         n = p.shape[-1]
         return h / math.log(n) if n > 1 else torch.zeros_like(h)
-    return h / _BASES[base]
+    return h if base == "nats" else h / _BASES[base]
 
 
 def tempered(probs: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -234,9 +234,10 @@ class EntropyThreshold(Policy):
             kv = torch.tensor(self.k_values, dtype=torch.long, device=probs.device)
             self._table[key] = (th, kv)
         th, kv = self._table[key]
-        # first i with H < th[i] == number of thresholds <= H (thresholds non-decreasing)
-        level = (h.unsqueeze(-1) >= th).sum(dim=-1)  # [T]
-        return kv[level]
+        # first i with H < th[i] == number of thresholds <= H (thresholds non-decreasing);
+        # a NaN entropy (non-finite router output, counted by the patch) sorts last: kmax
+        level = torch.bucketize(h, th, right=True)  # [T]
+        return kv.index_select(0, level)  # [T]
 
 
 @register_policy

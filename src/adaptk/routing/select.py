@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from adaptk.routing.policies import Policy
 
 
+_ARANGE: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    """[n] int64 0..n-1, cached per device (the router runs once per layer per step)."""
+    key = (n, device)
+    if key not in _ARANGE:
+        _ARANGE[key] = torch.arange(n, device=device)
+    return _ARANGE[key]
+
+
 class RoutingDecision(NamedTuple):
     """Per token: kept experts (sentinel N in dropped slots), their weights, k and entropy."""
 
@@ -58,13 +69,14 @@ def decide(
     kmax = policy.kmax(native_k)
     if kmax > n:
         raise PolicyError(f"policy keeps up to {kmax} experts but the layer has {n}")
+    top_vals = None
     if candidates is None:
-        cand = torch.topk(rank_scores, kmax, dim=-1, sorted=sorted_topk)[1]  # [T, K]
+        top_vals, cand = torch.topk(rank_scores, kmax, dim=-1, sorted=sorted_topk)  # [T, K]
     else:
         cand = candidates(rank_scores, kmax)  # [T, K]
     if sorted_topk:
         rank_order = cand
-        position = torch.arange(kmax, device=cand.device).expand(t, kmax)  # [T, K]
+        position = _arange(kmax, cand.device)  # [K], broadcast over tokens
     else:
         cand_scores = rank_scores.gather(1, cand)  # [T, K]
         order = torch.sort(cand_scores, dim=-1, descending=True, stable=True).indices  # [T, K]
@@ -72,7 +84,10 @@ def decide(
         position = torch.empty_like(order).scatter_(
             1, order, torch.arange(kmax, device=cand.device).expand(t, kmax)
         )  # [T, K] rank of each native slot
-    ranked = probs.gather(1, rank_order)  # [T, K]
+    if sorted_topk and top_vals is not None and rank_scores is probs:
+        ranked = top_vals  # the probabilities of the candidates, best first: no second gather
+    else:
+        ranked = probs.gather(1, rank_order)  # [T, K]
     entropy = routing_entropy(probs)  # [T]
     k = policy.choose_k(probs, ranked, layer, native_k, entropy=entropy).clamp(1, kmax)  # [T]
     keep = position < k.unsqueeze(-1)  # [T, K]
