@@ -14,6 +14,7 @@ each expert's matmuls receive.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -67,14 +68,17 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats, check: s
 
     def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
         scores = family.scores(router, hidden_states)
-        bad = ~torch.isfinite(scores.logits).all(dim=-1)  # [T]
-        if check == "eager" and bool(bad.any()):
-            raise RoutingInputError(
-                f"MoE layer {index} ({name}): router logits hold NaN or Inf for {int(bad.sum())} of "
-                f"{bad.shape[0]} tokens; adaptk will not route them. Check the weights and inputs "
-                "(fp16 overflow is a common cause: try bfloat16 or float32)."
-            )
-        stats.nonfinite += bad.sum()
+        if check == "eager":  # one reduction and one host read; the per-token count only on failure
+            if not math.isfinite(float(scores.logits.detach().sum(dtype=torch.float32))):
+                bad = ~torch.isfinite(scores.logits).all(dim=-1)  # [T]
+                if bool(bad.any()):
+                    raise RoutingInputError(
+                        f"MoE layer {index} ({name}): router logits hold NaN or Inf for {int(bad.sum())} of "
+                        f"{bad.shape[0]} tokens; adaptk will not route them. Check the weights and inputs "
+                        "(fp16 overflow is a common cause: try bfloat16 or float32)."
+                    )
+        else:  # deferred: counted on the device, no sync
+            stats.nonfinite += (~torch.isfinite(scores.logits).all(dim=-1)).sum()
         sel = decide(policy, scores.probs, scores.rank, layer=index, native_k=native_k,
                      sorted_topk=family.sorted_topk, candidates=family.candidates)
         weights = family.weights(router, scores, sel.candidates, sel.keep, hidden_states.dtype)

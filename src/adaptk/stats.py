@@ -48,11 +48,12 @@ class LayerStats:
 
     def reset(self) -> None:
         z = lambda n, dt=torch.long: torch.zeros(n, dtype=dt, device=self.device)  # noqa: E731
-        self.tokens = z(())
-        self.entropy_sum = z((), torch.float64)
-        self.entropy_sumsq = z((), torch.float64)
-        self.k_hist = z(self.kmax + 1)
-        self.expert_counts = z(self.num_experts)
+        self.tokens = 0  # a host int: the token count is known from shapes, no sync needed
+        self.entropy_moments = z(2, torch.float64)  # [Σ H, Σ H²]
+        # one counter for both histograms, so one scatter per call: [k = 0..kmax | experts 0..N-1 | sentinel]
+        self.counts = z(self.kmax + 1 + self.num_experts + 1)
+        self.k_hist = self.counts[: self.kmax + 1]  # views into counts
+        self.expert_counts = self.counts[self.kmax + 1: self.kmax + 1 + self.num_experts]
         self.matmul_rows = z(self.num_experts)
         self.nonfinite = z(())
 
@@ -60,18 +61,16 @@ class LayerStats:
     def update(self, entropy: torch.Tensor, k: torch.Tensor, indices: torch.Tensor) -> None:
         """entropy [T] f32, k [T] int64, indices [T, K] (sentinel N where dropped)."""
         self.tokens += entropy.shape[0]
-        e = entropy.double()
-        self.entropy_sum += e.sum()
-        self.entropy_sumsq += (e * e).sum()
-        self.k_hist.scatter_add_(0, k, torch.ones_like(k))
-        flat = indices.reshape(-1)
-        counts = torch.zeros(self.num_experts + 1, dtype=torch.long, device=flat.device)
-        self.expert_counts += counts.scatter_add_(0, flat, torch.ones_like(flat))[: self.num_experts]
+        e = entropy.double()  # [T]
+        self.entropy_moments += torch.stack((e.sum(), e.dot(e)))
+        ids = torch.cat((k, indices.reshape(-1) + (self.kmax + 1)))  # [T + T*K]
+        self.counts.scatter_add_(0, ids, torch.ones_like(ids))
 
     def report(self) -> LayerReport:
-        tokens = int(self.tokens)
-        mean = float(self.entropy_sum) / tokens if tokens else float("nan")
-        var = float(self.entropy_sumsq) / tokens - mean * mean if tokens else float("nan")
+        tokens = self.tokens
+        h_sum, h_sumsq = self.entropy_moments.tolist()
+        mean = h_sum / tokens if tokens else float("nan")
+        var = h_sumsq / tokens - mean * mean if tokens else float("nan")
         hist = self.k_hist.tolist()
         return LayerReport(
             layer=self.layer,

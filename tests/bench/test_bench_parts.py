@@ -105,6 +105,7 @@ def test_run_bench_and_report(tmp_path):
     assert {"adaptk | fixed", "transformers eager | fixed", "transformers grouped_mm | fixed"} <= set(layer["seconds"])
     assert 0 < layer["routing"]["share_of_adaptive_layer"] < 1
     assert set(layer["peak_bytes"]) >= {"fixed", "half k=1"}
+    assert layer["matmul_bound"]["kernel"] in ("exact", "onednn-packed") and layer["matmul_bound"]["half k=1"] > 0
     md = render_markdown(result)
     assert "| tiny H32 I48 8x top-2 T24 | half k=1 | 0.750 |" in md
     jpath, mpath = write(result, tmp_path)

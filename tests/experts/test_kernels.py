@@ -10,7 +10,7 @@ from torch.overrides import TorchFunctionMode
 
 import adaptk
 from adaptk.errors import KernelError
-from adaptk.experts.kernels import KERNELS, PLAIN_ROWS, kernel_for, onednn_available
+from adaptk.experts.kernels import KERNELS, PAD_ROWS, PLAIN_ROWS, kernel_for, onednn_available
 from adaptk.experts.variable_k import variable_k_experts_forward
 from adaptk.models import find_moe_layers
 from tiny_models import tiny_model
@@ -63,16 +63,18 @@ def test_fast_kernels_match_the_exact_back_end(family, dtype, t, seed, drop, one
 
 
 class _RowSpy(TorchFunctionMode):
-    """Rows multiplied by gate-up expert weights through oneDNN (plain or packed)."""
+    """Rows multiplied by gate-up expert weights through oneDNN (plain or packed): all of them,
+    and those that are not zero (padding rows are)."""
 
     def __init__(self, gate_up_rows):
         super().__init__()
-        self.rows, self.gate_up_rows = 0, gate_up_rows
+        self.rows, self.nonzero_rows, self.gate_up_rows = 0, 0, gate_up_rows
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if "linear_pointwise" in str(func) and out.shape[-1] == self.gate_up_rows:
             self.rows += args[0].shape[0]
+            self.nonzero_rows += int((args[0] != 0).any(dim=-1).sum())
         return out
 
 
@@ -85,7 +87,11 @@ def test_fast_kernels_multiply_only_kept_rows(kernel):
     matmul = kernel_for(experts, kernel, "slot")
     with torch.inference_mode(), _RowSpy(experts.gate_up_proj.shape[1]) as spy:
         variable_k_experts_forward(experts, x, index, weights, kernel=matmul)
-    assert spy.rows == int((index < n).sum()) > 0
+    counts = torch.bincount(index[index < n], minlength=n).tolist()
+    assert any(PLAIN_ROWS < c < PAD_ROWS for c in counts) and any(c >= PAD_ROWS for c in counts)
+    padded = [PAD_ROWS if kernel == "onednn-packed" and PLAIN_ROWS < c < PAD_ROWS else c for c in counts]
+    assert spy.nonzero_rows == sum(counts) == int((index < n).sum()) > 0  # dropped slots: never
+    assert spy.rows == sum(padded)  # and the only other rows are the packed kernel's zero padding
 
 
 def test_patch_with_fast_kernels_matches_exact_logits():

@@ -3,6 +3,7 @@ transformers' back-ends on the same inputs."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -17,7 +18,8 @@ from adaptk.bench.timing import interleaved
 from adaptk.errors import KernelError
 from adaptk.experts.kernels import check_kernel, kernel_for
 from adaptk.experts.strategies import grouped_by_k_experts_forward, padded_experts_forward
-from adaptk.experts.variable_k import variable_k_experts_forward
+from adaptk.experts.cpu_fast import mlp_rows
+from adaptk.experts.variable_k import GroupedRows, variable_k_experts_forward
 
 log = logging.getLogger(__name__)
 STRATEGIES = {"adaptk padded": padded_experts_forward, "adaptk grouped-by-k": grouped_by_k_experts_forward}
@@ -72,28 +74,45 @@ def transformers_backend(name: str) -> Callable[..., torch.Tensor]:
     return call
 
 
-def _routing_fns(shape: LayerShape, tokens, kmax: int) -> dict[str, Callable[[], Any]]:
-    """The router alone: native top-k vs adaptk's entropy policy (scores, entropy, k, masking)."""
-    from adaptk.routing.policies import EntropyThreshold
-    from adaptk.routing.select import decide
+def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitStack) -> dict[str, Callable[[], Any]]:
+    """The router alone, as models run it: transformers' own ``MixtralTopKRouter`` (native top-k)
+    vs a second one patched by ``adaptk.patch`` with an entropy policy (scores, finite check,
+    entropy, k, masking, weights and the patch's statistics). The patch stays in place until
+    ``stack`` closes."""
+    import adaptk
+    from transformers.models.mixtral.modeling_mixtral import MixtralTopKRouter
+
+    from adaptk.bench.synthetic import router_config
 
     if kmax > 1:
-        policy = EntropyThreshold((1, kmax), (0.5 * math.log(shape.num_experts),))
+        policy = adaptk.EntropyThreshold((1, kmax), (0.5 * math.log(shape.num_experts),))
     else:
-        policy = EntropyThreshold((1,), ())
+        policy = adaptk.EntropyThreshold((1,), ())
+    routers = []
+    for _ in range(2):
+        router = MixtralTopKRouter(router_config(shape)).to(tokens.router.device, tokens.router.dtype).eval()
+        with torch.no_grad():
+            router.weight.copy_(tokens.router)
+        routers.append(router)
+    holder = torch.nn.Module()  # a MoE block with no experts to run: only its router is timed
+    holder.gate, holder.experts = routers[1], torch.nn.Module()
+    stack.enter_context(adaptk.patch(holder, policy))
+    native, patched = routers
+    return {"router native top-k": lambda: native(tokens.hidden), "router adaptive": lambda: patched(tokens.hidden)}
 
-    def native():
-        probs = torch.softmax((tokens.hidden @ tokens.router.t()).float(), dim=-1)
-        w, i = torch.topk(probs, shape.top_k, dim=-1)
-        return w / w.sum(-1, keepdim=True), i
 
-    def adaptive():
-        probs = torch.softmax((tokens.hidden @ tokens.router.t()).float(), dim=-1)
-        sel = decide(policy, probs, probs, layer=0, native_k=shape.top_k, sorted_topk=True)
-        w = probs.gather(1, sel.candidates).masked_fill(~sel.keep, 0)
-        return w / w.sum(-1, keepdim=True), sel.indices
-
-    return {"router native top-k": native, "router adaptive": adaptive}
+def _matmul_only_fns(experts: torch.nn.Module, hidden: torch.Tensor, cases: dict, kernel: str
+                     ) -> dict[str, Callable[[], Any]]:
+    """The experts' matmuls (and activation) alone, on rows already grouped by expert: what the
+    matrix library allows for each case's rows per expert, with no routing, gather or combine.
+    Their ratio is the bound a back-end that calls this library can reach (CPU path)."""
+    matmul = kernel_for(experts, kernel, "slot")
+    fns = {}
+    for cname, (index, _) in cases.items():
+        rows = GroupedRows(index, experts.num_experts, "slot", sync_free=False)
+        x, counts = hidden[rows.token], rows.counts.tolist()  # [V, H] grouped by expert
+        fns[f"matmuls only | {cname}"] = lambda x=x, counts=counts: mlp_rows(experts, x, counts, "slot", matmul)
+    return fns
 
 
 def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
@@ -131,9 +150,13 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
             if vname in STRATEGIES and cname == "fixed":
                 continue  # strategies only differ from the back-end when slots are dropped
             fns[f"{vname} | {cname}"] = (lambda fn=fn, i=index, w=weights: fn(experts, tokens.hidden, i, w))
-    if cfg.routing:
-        fns.update(_routing_fns(shape, tokens, kn))
-    times = interleaved(fns, cfg.trials, cfg.warmup, device, clock=cfg.clock)
+    bound_kernel = next((k for k in reversed(cfg.kernels) if variant_name(k) in variants), "exact")
+    if device.type == "cpu":
+        fns.update(_matmul_only_fns(experts, tokens.hidden, cases, bound_kernel))
+    with contextlib.ExitStack() as stack:
+        if cfg.routing:
+            fns.update(_routing_fns(shape, tokens, kn, stack))
+        times = interleaved(fns, cfg.trials, cfg.warmup, device, clock=cfg.clock)
 
     result: dict[str, Any] = {"shape": shape.__dict__ | {"label": shape.label}, "dtype": cfg.dtype,
                               "flop_ratio": flops, "seconds": times}
@@ -143,6 +166,9 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
         f"{v} | {c}": times[f"{v} | {c}"] / (fixed if v in STRATEGIES else times[f"{v} | fixed"])
         for v in variants for c in cases if c != "fixed" and f"{v} | {c}" in times
     }
+    if device.type == "cpu":
+        result["matmul_bound"] = {"kernel": bound_kernel, **{
+            c: times[f"matmuls only | {c}"] / times["matmuls only | fixed"] for c in cases if c != "fixed"}}
     first_mix = next((c for c in cases if c != "fixed"), "fixed")  # the k mix for routing and memory
     if cfg.routing:
         # against the fastest adaptk variant: the faster the experts, the larger routing's share

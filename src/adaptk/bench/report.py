@@ -26,18 +26,21 @@ TIME_COLUMNS = KERNEL_COLUMNS + RATIO_COLUMNS[5:]
 
 
 def layer_tables(layers: list[dict[str, Any]]) -> str:
+    bound = next((r["matmul_bound"]["kernel"] for r in layers if "matmul_bound" in r), None)
     lines = [
         "### MoE layer: time(k mix) / time(fixed native k), each back-end against its own fixed-k time",
         "",
-        "| shape | k mix | FLOP ratio | " + " | ".join(h for _, h in RATIO_COLUMNS) + " |",
-        "|---|---|---|" + "---|" * len(RATIO_COLUMNS),
+        *([f"\"matmul bound\": the experts' matmuls alone (kernel {bound}) on the same rows per expert, "
+           "no routing, gather or combine: what the matrix library allows.", ""] if bound else []),
+        "| shape | k mix | FLOP ratio | matmul bound | " + " | ".join(h for _, h in RATIO_COLUMNS) + " |",
+        "|---|---|---|---|" + "---|" * len(RATIO_COLUMNS),
     ]
     for r in layers:
         label = r["shape"]["label"]
         for mix, fr in r["flop_ratio"].items():
             if mix == "fixed":
                 continue
-            cells = [r["ratios"].get(f"{v} | {mix}") for v, _ in RATIO_COLUMNS]
+            cells = [r.get("matmul_bound", {}).get(mix)] + [r["ratios"].get(f"{v} | {mix}") for v, _ in RATIO_COLUMNS]
             lines.append(f"| {label} | {mix} | {fr:.3f} | "
                          + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
     lines += [

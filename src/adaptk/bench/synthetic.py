@@ -9,17 +9,23 @@ import torch
 from adaptk.bench.config import KMix, LayerShape
 
 
-def make_experts(shape: LayerShape, dtype: torch.dtype, device: torch.device, seed: int) -> torch.nn.Module:
-    """A transformers ``MixtralExperts`` (gate_up [N, 2I, H], down [N, H, I]) of ``shape``."""
+def router_config(shape: LayerShape):
+    """A ``MixtralConfig`` of the layer shape (experts run by grouped_mm, transformers' default)."""
     import transformers
-    from transformers.models.mixtral.modeling_mixtral import MixtralExperts
 
     config = transformers.MixtralConfig(
         hidden_size=shape.hidden, intermediate_size=shape.intermediate,
         num_local_experts=shape.num_experts, num_experts_per_tok=shape.top_k,
     )
     config._experts_implementation = "grouped_mm"
-    experts = MixtralExperts(config)
+    return config
+
+
+def make_experts(shape: LayerShape, dtype: torch.dtype, device: torch.device, seed: int) -> torch.nn.Module:
+    """A transformers ``MixtralExperts`` (gate_up [N, 2I, H], down [N, H, I]) of ``shape``."""
+    from transformers.models.mixtral.modeling_mixtral import MixtralExperts
+
+    experts = MixtralExperts(router_config(shape))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in experts.parameters():

@@ -12,8 +12,10 @@ does each group's two projections is a kernel:
   CPUs we measured (docs/performance.md).
 - ``onednn-packed``: the same, with each expert's weights re-laid out once into oneDNN's
   blocked format, which removes the per-call re-layout that dominates small groups. Costs a
-  second copy of the expert weights. Groups of at most ``PLAIN_ROWS`` rows (batch-1 decode)
-  use the plain weights, which are faster there.
+  second copy of the expert weights. Single-row groups (batch-1 decode) use the plain weights,
+  which are faster there; 2-3 row groups are padded to ``PAD_ROWS`` rows, which oneDNN runs
+  faster than 2 or 3 (measured on the CPUs of docs/performance.md; the padding rows are
+  dropped, never added to any output).
 
 The oneDNN kernels run where autograd records nothing (inference); under autograd they raise
 ``KernelError`` rather than silently switching arithmetic.
@@ -34,7 +36,9 @@ from adaptk.errors import KernelError
 
 log = logging.getLogger(__name__)
 
-PLAIN_ROWS = 2  # onednn-packed: groups this small use the plain weights (faster at decode)
+PLAIN_ROWS = 1  # onednn-packed: single-row groups (batch-1 decode) use the plain weights, faster there
+PAD_ROWS = 4  # onednn-packed: 2-3 row groups are padded to 4 zero-filled rows (oneDNN's 2-3 row
+#               kernels read the packed weights up to 1.6x slower than its 4-row one; docs/performance.md)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -117,14 +121,18 @@ class OneDNNMatmul:
                 "the oneDNN kernels are for inference: run the model under torch.inference_mode() or "
                 "torch.no_grad(), or patch with kernel='exact' to train or take gradients"
             )
-        if self.packed and x.shape[0] > PLAIN_ROWS:
+        rows = x.shape[0]
+        x = x.to(w_all.dtype)
+        if self.packed and rows > PLAIN_ROWS:
             if self.stale():
                 self.pack()
             w = (self._up if up else self._down)[e]
+            if rows < PAD_ROWS:
+                x = F.pad(x, (0, 0, 0, PAD_ROWS - rows))  # [PAD_ROWS, in], zero rows appended
         else:
             w = self._plain(up, e)
         b = b_all[e] if b_all is not None else None
-        y = torch.ops.mkldnn._linear_pointwise(x.to(w_all.dtype), w, b, "none", [], "")  # [c, out]
+        y = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")[:rows]  # [c, out]
         if out is not None:
             out.copy_(y)
             return out

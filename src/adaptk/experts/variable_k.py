@@ -37,6 +37,7 @@ from torch import nn
 from adaptk.errors import KernelError
 from adaptk.experts.cpu_fast import combine_expert, combine_slot, mlp_rows
 from adaptk.experts.kernels import ExactMatmul, OneDNNMatmul
+from adaptk.routing.counts import count_ids
 
 ORDERS = ("expert", "slot")
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
@@ -57,10 +58,8 @@ class GroupedRows:
             ids = top_k_index.reshape(-1)  # [S] position p = token*K + slot
             ids_sorted, perm = torch.sort(ids)
             token, slot = perm // k, perm % k
-        counts = torch.zeros(num_experts + 1, dtype=torch.long, device=ids.device)
-        counts = counts.scatter_add_(0, ids, torch.ones_like(ids))[:num_experts]  # [N], no host sync
-        self.counts = counts  # rows each expert's matmuls receive
-        self.offsets = counts.cumsum(0).to(torch.int32)  # [N] group ends
+        self.counts = count_ids(ids, num_experts)  # [N] rows each expert's matmuls receive, no host sync
+        self.offsets = self.counts.cumsum(0).to(torch.int32)  # [N] group ends
         self.num_tokens, self.num_slots = t, k
         if sync_free is None:
             sync_free = top_k_index.device.type != "cpu"

@@ -19,7 +19,7 @@ from adaptk.models.spec import MoEFamily, RouterScores
 
 def _kept(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Zero the dropped slots. [T, K] -> [T, K]."""
-    return torch.where(keep, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    return torch.where(keep, values, 0.0)
 
 
 def _softmax_scores(logits: torch.Tensor, probs: torch.Tensor) -> RouterScores:
