@@ -82,8 +82,8 @@ class _RowSpy(TorchFunctionMode):
 def test_fast_kernels_multiply_only_kept_rows(kernel):
     experts = _experts("mixtral", torch.float32)
     n = experts.num_experts
-    index, weights = _routing(12, n, 2, seed=3, drop=0.5)
-    x = torch.randn(12, experts.down_proj.shape[1])
+    index, weights = _routing(20, n, 2, seed=3, drop=0.5)
+    x = torch.randn(20, experts.down_proj.shape[1])
     matmul = kernel_for(experts, kernel, "slot")
     with torch.inference_mode(), _RowSpy(experts.gate_up_proj.shape[1]) as spy:
         variable_k_experts_forward(experts, x, index, weights, kernel=matmul)
