@@ -159,3 +159,15 @@ def test_cli_model_option_is_repeatable():
     bench.add_arguments(parser)
     args = parser.parse_args(["--model", "default", "--model", "random-mixtral-h512"])
     assert args.model == ["default", "random-mixtral-h512"]
+
+
+def test_cli_custom_shapes_and_kernels():
+    from adaptk.cli import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--shape", "m:64:32:8:2:16", "--kernels", "exact,onednn"])
+    assert args.shape == [LayerShape("m", 64, 32, 8, 2, 16)] and args.kernels == ("exact", "onednn")
+    for bad in (["--shape", "m:64:32:8:9:16"], ["--kernels", "onednn"], ["--kernels", "exact,fast"]):
+        with pytest.raises(SystemExit):  # top-k above the expert count; exact missing; unknown kernel
+            parser.parse_args(bad)

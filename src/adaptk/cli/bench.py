@@ -27,6 +27,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-model", action="store_true", help="skip the end-to-end model part")
     parser.add_argument("--layers-only-first", type=int, default=None, metavar="N",
                         help="only the first N layer shapes of the preset")
+    parser.add_argument("--shape", action="append", type=_shape, default=None, metavar="NAME:H:I:N:K:T",
+                        help="measure this layer shape instead of the preset's (repeatable), e.g. "
+                             "mixtral-like:1024:3584:8:2:4096 (hidden, expert width, experts, native k, tokens)")
+    parser.add_argument("--kernels", default=None, metavar="K1,K2", type=_kernels,
+                        help="adaptk matmul kernels to time (default: exact,onednn,onednn-packed)")
+
+
+def _kernels(value: str) -> tuple[str, ...]:
+    from adaptk.experts.kernels import KERNELS
+
+    names = tuple(k.strip() for k in value.split(",") if k.strip())
+    bad = [k for k in names if k not in KERNELS]
+    if bad or "exact" not in names:
+        raise argparse.ArgumentTypeError(f"kernels must include exact and be among {sorted(KERNELS)}, got {value!r}")
+    return names
+
+
+def _shape(value: str):
+    from adaptk.bench.config import LayerShape
+
+    parts = value.split(":")
+    if len(parts) != 6:
+        raise argparse.ArgumentTypeError(f"a shape is NAME:H:I:N:K:T, got {value!r}")
+    try:
+        return LayerShape(parts[0], *(int(p) for p in parts[1:]))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad shape {value!r}: {exc}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         changes["model"] = dataclasses.replace(cfg.model, models=tuple(args.model))
     if args.layers_only_first is not None:
         changes["shapes"] = cfg.shapes[: args.layers_only_first]
+    if args.shape:
+        changes["shapes"] = tuple(args.shape)
+    if args.kernels:
+        changes["kernels"] = args.kernels
     cfg = dataclasses.replace(cfg, **changes)
     result = run_bench(cfg, preset=args.preset, device=args.device,
                        progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
