@@ -132,3 +132,22 @@ def test_dropped_slots_are_never_multiplied(monkeypatch):
         with torch.no_grad():
             variable_k_experts_forward(experts, x, idx, w, order=order, row_counter=counter)
         assert counter.tolist() == [2, 2, 2, 1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@torch.no_grad()
+def test_bit_identical_when_every_token_keeps_at_most_two_of_many_slots(dtype):
+    """K = 6 slots, at most 2 kept per token, anywhere in the row: the back-end adds into a
+    [T, H] accumulator instead of summing a [T*K, H] buffer, and must still match grouped_mm."""
+    n, k, t = 8, 6, 40
+    experts = _experts(16, 8, n, k, dtype, 0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(t, 16, generator=g).to(dtype)
+    idx = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(t)])
+    kept = torch.zeros(t, k, dtype=torch.bool)
+    for row in range(t):
+        kept[row, torch.randperm(k, generator=g)[: 1 + row % 2]] = True
+    idx = torch.where(kept, idx, n)
+    w = torch.where(kept, torch.rand(t, k, generator=g), 0.0).to(dtype)
+    got = variable_k_experts_forward(experts, x, idx, w, order="slot")
+    assert torch.equal(got, reference(experts, x, idx, w, "slot"))

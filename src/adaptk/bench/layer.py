@@ -96,6 +96,7 @@ def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitSta
         routers.append(router)
     holder = torch.nn.Module()  # a MoE block with no experts to run: only its router is timed
     holder.gate, holder.experts = routers[1], torch.nn.Module()
+    holder.eval()
     stack.enter_context(adaptk.patch(holder, policy))
     native, patched = routers
     return {"router native top-k": lambda: native(tokens.hidden), "router adaptive": lambda: patched(tokens.hidden)}

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.kernels:
         changes["kernels"] = args.kernels
     cfg = dataclasses.replace(cfg, **changes)
-    result = run_bench(cfg, preset=args.preset, device=args.device,
+    result = run_bench(cfg, preset="custom shapes" if args.shape else args.preset, device=args.device,
                        progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     print(render_markdown(result))
     if args.out:

@@ -8,11 +8,12 @@ being mirrored (transformers' ``eager`` for order="expert", ``grouped_mm`` for o
   itself a loop of ``mm`` over the groups on CPU; eager is ``F.linear``); the [c, 2I]
   intermediate of one expert stays small, and the down projection is written straight into
   the expert's slice of one [V, H] output (``mm(out=)``, no copy).
-- ``combine_slot``: with K <= 2 the weighted rows are added straight into a [T, H] accumulator
-  of the dtype ``sum`` accumulates in (float32 for half types): 0 + a + b is a + b in any order,
-  so this is bit for bit ``buf[T*K, H].view(T, K, H).sum(1)`` without the [T·K, H] buffer, the
-  scatter and the reduction pass. With K > 2 the order of the adds matters and torch's ``sum``
-  picks it, so the buffer is kept.
+- ``combine_slot``: where no token keeps more than 2 slots the weighted rows are added straight
+  into a [T, H] accumulator of the dtype ``sum`` accumulates in (float32 for half types):
+  0 + a + b is a + b in any order, so this is bit for bit ``buf[T*K, H].view(T, K, H).sum(1)``
+  without the [T·K, H] buffer, the scatter and the reduction pass. Where a token keeps more,
+  the order of the adds matters and torch's ``sum`` picks it, so the buffer is kept (unless the
+  kernel is not exact anyway).
 - ``combine_expert``: rows weighted in place and added into the hidden dtype expert by expert,
   as the eager loop's ``index_add_`` calls do (one call per expert for half types, whose
   single-call ``index_add_`` rounds repeated tokens only once).
@@ -71,15 +72,20 @@ def _weighted(out: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def combine_slot(out: torch.Tensor, w: torch.Tensor, token: torch.Tensor, slot: torch.Tensor,
-                 num_tokens: int, num_slots: int, hidden_dtype: torch.dtype) -> torch.Tensor:
+                 num_tokens: int, num_slots: int, hidden_dtype: torch.dtype, max_kept: int) -> torch.Tensor:
     """Σ over slots of out[V, H] · w[V] per token -> [T, H] in ``hidden_dtype``, bit for bit
-    what grouped_mm's ``view(T, K, H).sum(1)`` gives with dropped slots at zero."""
+    what grouped_mm's ``view(T, K, H).sum(1)`` gives with dropped slots at zero.
+
+    ``max_kept``: the most slots any token keeps. With at most 2, 0 + a + b is a + b in any
+    order, so the rows are added straight into a [T, H] accumulator; otherwise the [T·K, H]
+    buffer and torch's own reduction order over K are kept (pass ``max_kept=1`` when the order
+    of the adds may change, as for the non-exact kernels)."""
     weighted = _weighted(out, w)  # [V, H]
-    if num_slots > 2:  # the reduction order of sum() over K is torch's own: reproduce it
+    if max_kept > 2:  # the reduction order of sum() over K is torch's own: reproduce it
         buf = weighted.new_zeros(num_tokens * num_slots, weighted.shape[-1])  # [T*K, H]
         buf[token * num_slots + slot] = weighted
         return buf.view(num_tokens, num_slots, -1).sum(dim=1).to(hidden_dtype)
-    # K <= 2: 0 + a + b is a + b in any order, rounded once from float32 for half types
+    # rounded once from float32 for half types, as sum() accumulates
     acc_dtype = torch.float32 if weighted.dtype in _HALF else weighted.dtype
     acc = torch.zeros(num_tokens, weighted.shape[-1], dtype=acc_dtype, device=out.device)  # [T, H]
     acc.index_add_(0, token, weighted.to(acc_dtype))

@@ -181,7 +181,12 @@ def _cpu_forward(experts: nn.Module, hidden_states: torch.Tensor, top_k_weights:
     counts = rows.counts.tolist()  # [N] host ints, free on CPU
     out = mlp_rows(experts, x, counts, order, kernel)  # [V, H]
     if order == "slot":
-        return combine_slot(out, w, rows.token, rows.slot, rows.num_tokens, rows.num_slots, hidden_states.dtype)
+        if (kernel is not None and not kernel.exact) or rows.num_slots <= 2:
+            max_kept = 1  # any order of the adds will do
+        else:  # host read, free on CPU: the most slots one token keeps
+            max_kept = int(count_ids(rows.token, rows.num_tokens).max())
+        return combine_slot(out, w, rows.token, rows.slot, rows.num_tokens, rows.num_slots,
+                            hidden_states.dtype, max_kept)
     return combine_expert(out, w, rows.token, counts, hidden_states)
 
 
