@@ -68,3 +68,22 @@ def test_patched_layers_found_for_every_family():
 
     for family in TINY:
         assert find_moe_layers(tiny_model(family))
+
+
+def test_patch_without_statistics_routes_the_same_and_says_so():
+    import torch
+
+    import adaptk
+    from adaptk.errors import PatchError
+    from tiny_models import tiny_model
+
+    model = tiny_model("mixtral")
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+    policy = adaptk.EntropyThreshold([1, 2], [1.7])
+    with torch.no_grad():
+        with adaptk.patch(model, policy) as handle:
+            ref = model(ids).logits
+        with adaptk.patch(model, policy, collect_stats=False) as handle:
+            assert torch.equal(model(ids).logits, ref)
+            with pytest.raises(PatchError, match="collect_stats=False"):
+                handle.stats()

@@ -76,9 +76,9 @@ def transformers_backend(name: str) -> Callable[..., torch.Tensor]:
 
 def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitStack) -> dict[str, Callable[[], Any]]:
     """The router alone, as models run it: transformers' own ``MixtralTopKRouter`` (native top-k)
-    vs a second one patched by ``adaptk.patch`` with an entropy policy (scores, finite check,
-    entropy, k, masking, weights and the patch's statistics). The patch stays in place until
-    ``stack`` closes."""
+    vs copies patched by ``adaptk.patch`` with an entropy policy (scores, finite check, entropy,
+    k, masking, weights), with and without the patch's statistics. The patches stay in place
+    until ``stack`` closes."""
     import adaptk
     from transformers.models.mixtral.modeling_mixtral import MixtralTopKRouter
 
@@ -89,17 +89,19 @@ def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitSta
     else:
         policy = adaptk.EntropyThreshold((1,), ())
     routers = []
-    for _ in range(2):
+    for _ in range(3):
         router = MixtralTopKRouter(router_config(shape)).to(tokens.router.device, tokens.router.dtype).eval()
         with torch.no_grad():
             router.weight.copy_(tokens.router)
         routers.append(router)
-    holder = torch.nn.Module()  # a MoE block with no experts to run: only its router is timed
-    holder.gate, holder.experts = routers[1], torch.nn.Module()
-    holder.eval()
-    stack.enter_context(adaptk.patch(holder, policy))
-    native, patched = routers
-    return {"router native top-k": lambda: native(tokens.hidden), "router adaptive": lambda: patched(tokens.hidden)}
+    for router, collect in ((routers[1], True), (routers[2], False)):
+        holder = torch.nn.Module()  # a MoE block with no experts to run: only its router is timed
+        holder.gate, holder.experts = router, torch.nn.Module()
+        holder.eval()
+        stack.enter_context(adaptk.patch(holder, policy, collect_stats=collect))
+    native, patched, lean = routers
+    return {"router native top-k": lambda: native(tokens.hidden), "router adaptive": lambda: patched(tokens.hidden),
+            "router adaptive no stats": lambda: lean(tokens.hidden)}
 
 
 def _matmul_only_fns(experts: torch.nn.Module, hidden: torch.Tensor, cases: dict, kernel: str
@@ -179,6 +181,8 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
         result["routing"] = {
             "native_s": times["router native top-k"], "adaptive_s": router,
             "share_of_adaptive_layer": router / (router + adaptive_layer),
+            "no_stats_s": times["router adaptive no stats"],
+            "share_no_stats": times["router adaptive no stats"] / (times["router adaptive no stats"] + adaptive_layer),
             "overhead_vs_native_share": (router - times["router native top-k"]) / fixed,
         }
     if cfg.memory:

@@ -48,14 +48,15 @@ def layer_tables(layers: list[dict[str, Any]]) -> str:
         "### MoE layer: fixed native k, milliseconds per call (medians)",
         "",
         "| shape | " + " | ".join(h for _, h in TIME_COLUMNS)
-        + " | routing share | peak MiB fixed / adaptive / tf grouped_mm |",
+        + " | routing share (stats / none) | peak MiB fixed / adaptive / tf grouped_mm |",
         "|---|" + "---|" * (len(TIME_COLUMNS) + 2),
     ]
     for r in layers:
         s = r["seconds"]
         times = [_ms(s[f"{v} | fixed"]) if f"{v} | fixed" in s else "-" for v, _ in TIME_COLUMNS]
         rt = r.get("routing")
-        share = f"{100 * rt['share_of_adaptive_layer']:.2f}%" if rt else "-"
+        share = (f"{100 * rt['share_of_adaptive_layer']:.2f}% / {100 * rt['share_no_stats']:.2f}%"
+                 if rt else "-")
         pk = r.get("peak_bytes")
         mem = " / ".join(_mib(v) for v in pk.values()) if pk else "-"
         lines.append(f"| {r['shape']['label']} | " + " | ".join(times) + f" | {share} | {mem} |")
