@@ -141,13 +141,12 @@ class OneDNNMatmul:
 
 @dataclass(frozen=True)
 class KernelSpec:
-    """One kernel: how to build it for an experts module, and what it needs."""
+    """One kernel: how to build it for an experts module (the built kernel says whether it is
+    ``exact``), and whether it needs oneDNN."""
 
     name: str
-    exact: bool
     build: Callable[[nn.Module, str], ExactMatmul | OneDNNMatmul]
     needs_onednn: bool
-    note: str
 
 
 KERNELS: dict[str, KernelSpec] = {}
@@ -158,12 +157,9 @@ def register_kernel(spec: KernelSpec) -> KernelSpec:
     return spec
 
 
-register_kernel(KernelSpec("exact", True, ExactMatmul, False,
-                           "the replaced back-end's own calls; bit-identical"))
-register_kernel(KernelSpec("onednn", False, lambda ex, order: OneDNNMatmul(ex, packed=False), True,
-                           "oneDNN on the weights as they are; inference only"))
-register_kernel(KernelSpec("onednn-packed", False, lambda ex, order: OneDNNMatmul(ex, packed=True), True,
-                           "oneDNN on pre-packed weights; +1 copy of the expert weights; inference only"))
+register_kernel(KernelSpec("exact", ExactMatmul, needs_onednn=False))
+register_kernel(KernelSpec("onednn", lambda ex, order: OneDNNMatmul(ex, packed=False), needs_onednn=True))
+register_kernel(KernelSpec("onednn-packed", lambda ex, order: OneDNNMatmul(ex, packed=True), needs_onednn=True))
 
 
 def onednn_available() -> bool:
