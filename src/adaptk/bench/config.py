@@ -76,6 +76,15 @@ class ModelBench:
             raise ValueError("ModelBench needs at least one model")
 
 
+def check_kernel_names(names: tuple[str, ...]) -> None:
+    """``ValueError`` unless ``names`` are known adaptk kernels including "exact" (every other
+    kernel's ratios and bounds are read beside the exact one)."""
+    from adaptk.experts.kernels import KERNELS
+
+    if "exact" not in names or any(k not in KERNELS for k in names):
+        raise ValueError(f"kernels must include 'exact' and name only {sorted(KERNELS)}, got {names}")
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """What ``run_bench`` measures and how often."""
@@ -104,11 +113,7 @@ class BenchConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.clock not in CLOCKS:
             raise ValueError(f"clock must be one of {CLOCKS}, got {self.clock!r}")
-        from adaptk.experts.kernels import KERNELS
-
-        unknown = [k for k in self.kernels if k not in KERNELS]
-        if unknown or "exact" not in self.kernels:
-            raise ValueError(f"kernels must include 'exact' and name only {sorted(KERNELS)}, got {self.kernels}")
+        check_kernel_names(self.kernels)
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 

@@ -33,8 +33,8 @@ def _random_mixtral(hidden: int, intermediate: int, layers: int, heads: int) -> 
                 num_experts_per_tok=2, max_position_embeddings=512)
 
 
-# random-weight Mixtrals for timing only (quality is meaningless): the second has the expert
-# shapes of Mixtral-8x7B's little sibling benchmarks (hidden 1024, width 3584), so that expert
+# random-weight Mixtrals for timing only (quality is meaningless): the second has the
+# "mixtral-like" layer shape of the layer bench (hidden 1024, width 3584), so that expert
 # weights, not Python, dominate a decode step, as in real MoE models
 SYNTHETIC_MODELS: dict[str, dict[str, int]] = {
     "random-mixtral-h512": _random_mixtral(512, 1408, 4, 8),

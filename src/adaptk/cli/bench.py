@@ -35,12 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _kernels(value: str) -> tuple[str, ...]:
-    from adaptk.experts.kernels import KERNELS
+    from adaptk.bench.config import check_kernel_names
 
     names = tuple(k.strip() for k in value.split(",") if k.strip())
-    bad = [k for k in names if k not in KERNELS]
-    if bad or "exact" not in names:
-        raise argparse.ArgumentTypeError(f"kernels must include exact and be among {sorted(KERNELS)}, got {value!r}")
+    try:
+        check_kernel_names(names)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
     return names
 
 
