@@ -81,9 +81,9 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
             stats.nonfinite += (~torch.isfinite(scores.logits).all(dim=-1)).sum()
         sel = decide(policy, scores.probs, scores.rank, layer=index, native_k=native_k,
                      sorted_topk=family.sorted_topk, candidates=family.candidates)
-        weights = family.weights(router, scores, sel.candidates, sel.keep, hidden_states.dtype)
+        weights = family.weights(router, scores, sel, hidden_states.dtype)
         if stats is not None:
-            stats.update(sel.entropy, sel.k, sel.indices)
+            stats.update(sel.entropy, sel.indices)
         return scores.logits, weights, sel.indices
 
     return forward

@@ -37,8 +37,16 @@ class LayerReport:
         return {**asdict(self), "compute_fraction": self.compute_fraction}
 
 
+FOLD_TOKENS = 1024  # pending tokens (or calls) after which a layer's small-batch updates are folded
+
+
 class LayerStats:
-    """Running counters of one layer (state, so a class)."""
+    """Running counters of one layer (state, so a class).
+
+    Updates of small batches (decode steps) are kept as references and folded into the counters
+    in one pass every ``FOLD_TOKENS`` tokens or calls, so that a one-token step pays for
+    remembering two tensors rather than for a dozen small ops; ``report()`` folds what is
+    pending."""
 
     def __init__(self, layer: int, name: str, num_experts: int, native_k: int, kmax: int, device) -> None:
         self.layer, self.name = layer, name
@@ -50,23 +58,43 @@ class LayerStats:
         z = lambda n, dt=torch.long: torch.zeros(n, dtype=dt, device=self.device)  # noqa: E731
         self.tokens = 0  # a host int: the token count is known from shapes, no sync needed
         self.entropy_moments = z(2, torch.float64)  # [Σ H, Σ H²]
-        # one counter for both histograms, so one scatter per call: [k = 0..kmax | experts 0..N-1 | sentinel]
+        # one counter for both histograms, so one scatter per fold: [k = 0..kmax | experts 0..N-1 | sentinel]
         self.counts = z(self.kmax + 1 + self.num_experts + 1)
         self.k_hist = self.counts[: self.kmax + 1]  # views into counts
         self.expert_counts = self.counts[self.kmax + 1: self.kmax + 1 + self.num_experts]
         self.matmul_rows = z(self.num_experts)
         self.nonfinite = z(())
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending_tokens = 0
 
     @torch.no_grad()
-    def update(self, entropy: torch.Tensor, k: torch.Tensor, indices: torch.Tensor) -> None:
-        """entropy [T] f32, k [T] int64, indices [T, K] (sentinel N where dropped)."""
-        self.tokens += entropy.shape[0]
-        e = entropy.double()  # [T]
+    def update(self, entropy: torch.Tensor, indices: torch.Tensor) -> None:
+        """entropy [T] f32, indices [T, K] (sentinel N where dropped); neither is changed later
+        by the caller (the patch hands in tensors it made for this call)."""
+        t = entropy.shape[0]
+        self.tokens += t
+        self._pending.append((entropy.detach(), indices))  # no autograd graph kept alive
+        self._pending_tokens += t
+        if self._pending_tokens >= FOLD_TOKENS or len(self._pending) >= FOLD_TOKENS:
+            self._fold()
+
+    def _fold(self) -> None:
+        if not self._pending:
+            return
+        if len(self._pending) == 1:
+            entropy, indices = self._pending[0]
+        else:
+            entropy = torch.cat([e for e, _ in self._pending])  # [T']
+            indices = torch.cat([i for _, i in self._pending])  # [T', K]
+        self._pending, self._pending_tokens = [], 0
+        e = entropy.double()  # [T']
         self.entropy_moments += torch.stack((e.sum(), e.dot(e)))
-        ids = torch.cat((k, indices.reshape(-1) + (self.kmax + 1)))  # [T + T*K]
+        k = (indices < self.num_experts).sum(dim=-1)  # [T'] experts kept
+        ids = torch.cat((k, indices.reshape(-1) + (self.kmax + 1)))  # [T' + T'*K]
         self.counts.scatter_add_(0, ids, torch.ones_like(ids))
 
     def report(self) -> LayerReport:
+        self._fold()
         tokens = self.tokens
         h_sum, h_sumsq = self.entropy_moments.tolist()
         mean = h_sum / tokens if tokens else float("nan")

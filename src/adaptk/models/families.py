@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from adaptk.models.spec import MoEFamily, RouterScores
+from adaptk.routing.select import Selection, filled
 
 # ---- shared pieces --------------------------------------------------------------------------
 
 
-def _kept(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+def _kept(values: torch.Tensor, sel: Selection) -> torch.Tensor:
     """Zero the dropped slots. [T, K] -> [T, K]."""
-    return torch.where(keep, values, 0.0)
+    return filled(values, sel.drop, 0.0)
 
 
 def _softmax_scores(logits: torch.Tensor, probs: torch.Tensor) -> RouterScores:
@@ -31,8 +32,10 @@ def _renormalised_topk(normalize: bool | None, out: str):
     their sum (``normalize=None`` reads ``router.norm_topk_prob``), cast to float32 / the logits'
     dtype / the hidden dtype."""
 
-    def weights(router, s: RouterScores, cand, keep, hidden_dtype):
-        w = _kept(s.probs.gather(1, cand), keep)  # [T, K]
+    def weights(router, s: RouterScores, sel: Selection, hidden_dtype):
+        # the candidates' probabilities: topk's values where it ranked the probabilities
+        cand_probs = sel.top_probs if sel.top_probs is not None else s.probs.gather(1, sel.candidates)
+        w = _kept(cand_probs, sel)  # [T, K]
         if normalize if normalize is not None else router.norm_topk_prob:
             w = w / w.sum(dim=-1, keepdim=True)
         if out == "logits":
@@ -47,9 +50,8 @@ def _renormalised_topk(normalize: bool | None, out: str):
 def _logit_softmax(cast_to_hidden: bool):
     """Softmax over the kept experts' logits (GPT-OSS, GraniteMoE): dropped slots get -inf."""
 
-    def weights(router, s: RouterScores, cand, keep, hidden_dtype):
-        top = s.logits.gather(1, cand)  # [T, K]
-        top = torch.where(keep, top, torch.tensor(float("-inf"), dtype=top.dtype, device=top.device))
+    def weights(router, s: RouterScores, sel: Selection, hidden_dtype):
+        top = filled(s.logits.gather(1, sel.candidates), sel.drop, float("-inf"))  # [T, K]
         if cast_to_hidden:  # GraniteMoE: softmax(top_k_logits, dim=-1).type_as(hidden_states)
             return torch.softmax(top, dim=-1).to(hidden_dtype)
         return torch.softmax(top, dim=1, dtype=top.dtype)  # GPT-OSS
@@ -175,8 +177,8 @@ def _deepseek_v2_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores
     return RouterScores(logits, probs, rank)
 
 
-def _deepseek_v2_weights(router, s: RouterScores, cand, keep, hidden_dtype):
-    return _kept(s.rank.gather(1, cand), keep) * router.routed_scaling_factor
+def _deepseek_v2_weights(router, s: RouterScores, sel: Selection, hidden_dtype):
+    return _kept(s.rank.gather(1, sel.candidates), sel) * router.routed_scaling_factor
 
 
 DEEPSEEK_V2 = MoEFamily(
@@ -206,9 +208,9 @@ def _sigmoid_group_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScor
     return RouterScores(logits, probs, choice)
 
 
-def _sigmoid_weights(router, s: RouterScores, cand, keep, hidden_dtype):
+def _sigmoid_weights(router, s: RouterScores, sel: Selection, hidden_dtype):
     scores = s.logits.sigmoid()
-    w = _kept(scores.gather(1, cand), keep)  # [T, K]
+    w = _kept(scores.gather(1, sel.candidates), sel)  # [T, K]
     if router.norm_topk_prob:
         w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
     return w * router.routed_scaling_factor
@@ -251,8 +253,8 @@ def _ernie_scores(router: nn.Module, hidden: torch.Tensor) -> RouterScores:
     return RouterScores(logits, probs, rank)
 
 
-def _ernie_weights(router, s: RouterScores, cand, keep, hidden_dtype):
-    w = _kept(torch.gather(s.probs, dim=-1, index=cand), keep)
+def _ernie_weights(router, s: RouterScores, sel: Selection, hidden_dtype):
+    w = _kept(torch.gather(s.probs, dim=-1, index=sel.candidates), sel)
     w = w / torch.clamp(w.sum(dim=-1, keepdim=True), min=router.norm_min)
     return w.to(hidden_dtype)
 
@@ -282,21 +284,21 @@ def _phimoe_candidates(logits: torch.Tensor, k: int) -> torch.Tensor:
     return torch.concat(picks, dim=-1)
 
 
-def _phimoe_weights(router, s: RouterScores, cand, keep, hidden_dtype):
+def _phimoe_weights(router, s: RouterScores, sel: Selection, hidden_dtype):
     """Slot j: softmax over the logits not yet selected and within the jitter band of the best
     remaining one, read at the j-th selected expert (sparsemixer, training=False)."""
-    scores, eps = s.logits, router.router_jitter_noise
+    scores, eps, cand = s.logits, router.router_jitter_noise, sel.candidates
     masked = scores
     out = []
     for j in range(cand.shape[-1]):
-        sel = cand[:, j : j + 1]  # [T, 1]
+        pick = cand[:, j : j + 1]  # [T, 1]
         threshold = masked.max(dim=-1, keepdim=True).values
         factor = scores.abs().clamp(min=threshold)
         band = ((threshold - scores) / factor) > (2 * eps)
         gates = torch.softmax(masked.masked_fill(band, float("-inf")), dim=-1)
-        out.append(gates.gather(dim=-1, index=sel))
-        masked = torch.scatter(masked, -1, sel, float("-inf"))
-    return _kept(torch.concat(out, dim=-1), keep)
+        out.append(gates.gather(dim=-1, index=pick))
+        masked = torch.scatter(masked, -1, pick, float("-inf"))
+    return _kept(torch.concat(out, dim=-1), sel)
 
 
 PHIMOE = MoEFamily(

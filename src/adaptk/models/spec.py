@@ -9,19 +9,23 @@ native k reproduces the unpatched model bit for bit):
   policies) and the scores the model ranks experts by (its top-k input).
 - ``candidates(rank [T, N], K) -> [T, K]`` (optional): how the model picks its top K when it is
   not one ``torch.topk`` call (``sorted_topk`` mirrors that call's ``sorted`` flag);
-- ``weights(router, scores, candidates [T, K], keep [T, K], hidden_dtype) -> [T, K]``: the
-  weights of the kept experts under the model's convention (renormalised or raw, softmax over
-  the kept logits, scaling factors), zero where not kept.
+- ``weights(router, scores, selection, hidden_dtype) -> [T, K]``: the weights of the kept
+  experts (``selection.candidates`` [T, K], ``selection.drop`` [T, K]; ``adaptk.routing.select``)
+  under the model's convention (renormalised or raw, softmax over the kept logits, scaling
+  factors), zero where not kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from adaptk.routing.select import Selection
 
 
 class RouterScores(NamedTuple):
@@ -31,7 +35,7 @@ class RouterScores(NamedTuple):
 
 
 ScoresFn = Callable[[nn.Module, torch.Tensor], RouterScores]
-WeightsFn = Callable[[nn.Module, RouterScores, torch.Tensor, torch.Tensor, torch.dtype], torch.Tensor]
+WeightsFn = Callable[[nn.Module, RouterScores, "Selection", torch.dtype], torch.Tensor]
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,14 @@ def _pick(values: tuple, layer: int, what: str) -> Any:
     return values[layer]
 
 
+def _cached_thresholds(policy: Policy, key: tuple, values, device: torch.device) -> torch.Tensor:
+    """``Policy.rank_thresholds`` as a float32 tensor, built once per key in the policy's cache."""
+    cache = policy.__dict__.setdefault("_rank_thresholds", {})
+    if key not in cache:
+        cache[key] = torch.tensor(values(), dtype=torch.float32, device=device)
+    return cache[key]
+
+
 def _freeze(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(_freeze(v) for v in value)
@@ -83,6 +91,14 @@ class Policy:
 
     def per_layer_count(self) -> int | None:
         """How many MoE layers per-layer parameters were given for (None: shared by all)."""
+        return None
+
+    def rank_thresholds(self, layer: int, native_k: int | None, device: torch.device) -> torch.Tensor | None:
+        """Entropy thresholds by rank, for policies whose k depends on the routing entropy H
+        alone, non-decreasingly: [K] float32 with the token keeping its r-th ranked expert iff
+        H >= τ[r] (τ[0] = -inf; a NaN entropy keeps all K). ``decide`` then builds the kept
+        mask in one comparison instead of calling ``choose_k``. None (the default): use
+        ``choose_k``."""
         return None
 
     def validate_for(self, num_layers: int, num_experts: int, native_k: int | None) -> None:
@@ -118,7 +134,7 @@ class Policy:
         p = probs.float()
         decision = decide(self, p, p, layer=layer, native_k=native_k, sorted_topk=True)
         vals = p.gather(1, decision.indices.clamp_max(p.shape[-1] - 1))
-        vals = torch.where(decision.keep, vals, 0.0)
+        vals = vals.masked_fill(decision.drop, 0.0)
         if renormalize:
             vals = vals / vals.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         return RoutingDecision(decision.indices, vals, decision.k, decision.entropy)
@@ -154,6 +170,9 @@ class FixedTopK(Policy):
 
     def choose_k(self, probs, ranked, layer, native_k, entropy=None):
         return torch.full((probs.shape[0],), self.k, dtype=torch.long, device=probs.device)
+
+    def rank_thresholds(self, layer, native_k, device):
+        return _cached_thresholds(self, ("all", device), lambda: [-math.inf] * self.k, device)
 
 
 @register_policy
@@ -222,6 +241,17 @@ class EntropyThreshold(Policy):
 
     def layer_thresholds(self, layer: int) -> tuple[float, ...]:
         return _pick(self.thresholds, layer, "thresholds") if self._is_per_layer() else self.thresholds
+
+    def rank_thresholds(self, layer, native_k, device):
+        if self.temperature != 1.0:
+            return None
+        th, kv = self.layer_thresholds(layer), self.k_values
+
+        def tau() -> list[float]:  # rank r is kept from the first threshold above which k > r
+            first = [next(i for i, k in enumerate(kv) if k > r) for r in range(kv[-1])]
+            return [th[i - 1] if i > 0 else -math.inf for i in first]
+
+        return _cached_thresholds(self, (layer, device), tau, device)
 
     def choose_k(self, probs, ranked, layer, native_k, entropy=None):
         if self.temperature == 1.0 and entropy is not None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 
 _ARANGE: dict[tuple[int, torch.device], torch.Tensor] = {}
+_CONST: dict[tuple[float, torch.dtype, torch.device], torch.Tensor] = {}
 
 
 def _arange(n: int, device: torch.device) -> torch.Tensor:
@@ -26,6 +27,15 @@ def _arange(n: int, device: torch.device) -> torch.Tensor:
     if key not in _ARANGE:
         _ARANGE[key] = torch.arange(n, device=device)
     return _ARANGE[key]
+
+
+def filled(values: torch.Tensor, drop: torch.Tensor, fill: float) -> torch.Tensor:
+    """``values.masked_fill(drop, fill)`` as one ``where`` against a cached 0-dim tensor (no
+    clone, no scalar tensor made per call: the router runs once per layer per step)."""
+    key = (fill, values.dtype, values.device)
+    if key not in _CONST:
+        _CONST[key] = torch.tensor(fill, dtype=values.dtype, device=values.device)
+    return torch.where(drop, _CONST[key], values)
 
 
 class RoutingDecision(NamedTuple):
@@ -42,9 +52,30 @@ class Selection(NamedTuple):
 
     indices: torch.Tensor  # [T, K] int64, sentinel N where not kept
     candidates: torch.Tensor  # [T, K] int64, the top-K experts by rank score (none dropped)
-    keep: torch.Tensor  # [T, K] bool
-    k: torch.Tensor  # [T] int64
+    drop: torch.Tensor  # [T, K] bool, True where the slot is not kept
     entropy: torch.Tensor  # [T] float32
+    chosen_k: torch.Tensor | None  # [T] int64 as the policy chose it; None: read it off ``drop``
+    top_probs: torch.Tensor | None  # [T, K] probabilities of the candidates, if the ranking had them
+
+    @property
+    def keep(self) -> torch.Tensor:
+        """[T, K] bool, True where the slot is kept."""
+        return ~self.drop
+
+    @property
+    def k(self) -> torch.Tensor:
+        """[T] int64: experts kept per token."""
+        if self.chosen_k is not None:
+            return self.chosen_k
+        return self.drop.shape[-1] - self.drop.sum(dim=-1)
+
+
+def keep_all(candidates: torch.Tensor, entropy: torch.Tensor | None = None) -> Selection:
+    """A selection keeping every candidate [T, K] (nothing dropped), for callers that route with
+    the native k and want a family's weights (``entropy``, if not given, is left empty)."""
+    drop = torch.zeros_like(candidates, dtype=torch.bool)  # [T, K]
+    ent = entropy if entropy is not None else candidates.new_empty(0, dtype=torch.float32)
+    return Selection(candidates, candidates, drop, ent, None, None)
 
 
 def decide(
@@ -84,12 +115,17 @@ def decide(
         position = torch.empty_like(order).scatter_(
             1, order, torch.arange(kmax, device=cand.device).expand(t, kmax)
         )  # [T, K] rank of each native slot
-    if sorted_topk and top_vals is not None and rank_scores is probs:
-        ranked = top_vals  # the probabilities of the candidates, best first: no second gather
-    else:
-        ranked = probs.gather(1, rank_order)  # [T, K]
+    top_probs = top_vals if sorted_topk and top_vals is not None and rank_scores is probs else None
     entropy = routing_entropy(probs)  # [T]
-    k = policy.choose_k(probs, ranked, layer, native_k, entropy=entropy).clamp(1, kmax)  # [T]
-    keep = position < k.unsqueeze(-1)  # [T, K]
-    indices = torch.where(keep, cand, n)
-    return Selection(indices, cand, keep, k, entropy)
+    tau = policy.rank_thresholds(layer, native_k, probs.device)
+    if tau is not None:  # k is a step function of the entropy: one comparison builds the mask
+        # slot at rank r is dropped iff H < tau[r]; a NaN entropy drops nothing (kmax)
+        drop = entropy.unsqueeze(-1) < (tau if sorted_topk else tau[position])  # [T, K]
+        chosen_k = None
+    else:
+        # the probabilities of the candidates, best first (no second gather if topk gave them)
+        ranked = top_probs if top_probs is not None else probs.gather(1, rank_order)  # [T, K]
+        chosen_k = policy.choose_k(probs, ranked, layer, native_k, entropy=entropy).clamp(1, kmax)  # [T]
+        drop = position >= chosen_k.unsqueeze(-1)  # [T, K]
+    indices = filled(cand, drop, n)  # [T, K]
+    return Selection(indices, cand, drop, entropy, chosen_k, top_probs)

@@ -21,6 +21,7 @@ from torch import nn
 
 from adaptk.models import RouterScores, find_moe_layers
 from adaptk.models.registry import MoELayer
+from adaptk.routing.select import keep_all
 from adaptk.train import controls as C
 from adaptk.train.config import RoutingControls
 from adaptk.train.errors import TrainConfigError
@@ -81,10 +82,9 @@ def _wrapped(layer: MoELayer, state: RoutingState) -> Callable[..., Any]:
         k = state.k(native_k, n) if training else native_k
         rank = probs + state.bias[index] if training and c.aux_free_bias_speed > 0 else probs
         cand = torch.topk(rank, k, dim=-1).indices  # [T, k]
-        all_kept = torch.ones_like(cand, dtype=torch.bool)
         scores = RouterScores(native.logits, probs, rank)
-        weights = family.weights(router, scores, cand, all_kept, hidden_states.dtype)  # [T, k]
-        keep = all_kept
+        weights = family.weights(router, scores, keep_all(cand), hidden_states.dtype)  # [T, k]
+        keep = torch.ones_like(cand, dtype=torch.bool)
         if training and c.capacity_factor > 0:
             cap = C.expert_capacity(cand.shape[0], k, n, c.capacity_factor)
             keep = C.capacity_keep(cand, n, cap)
