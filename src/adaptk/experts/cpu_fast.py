@@ -14,6 +14,8 @@ being mirrored (transformers' ``eager`` for order="expert", ``grouped_mm`` for o
   without the [T·K, H] buffer, the scatter and the reduction pass. Where a token keeps more,
   the order of the adds matters and torch's ``sum`` picks it, so the buffer is kept (unless the
   kernel is not exact anyway).
+- ``mlp_combine`` (kernels that are not exact anyway): the two steps in one loop, each expert's
+  weighted rows added into the [T, H] accumulator as soon as they are computed.
 - ``combine_expert``: rows weighted in place and added into the hidden dtype expert by expert,
   as the eager loop's ``index_add_`` calls do (one call per expert for half types, whose
   single-call ``index_add_`` rounds repeated tokens only once).
@@ -90,6 +92,30 @@ def combine_slot(out: torch.Tensor, w: torch.Tensor, token: torch.Tensor, slot: 
     acc = torch.zeros(num_tokens, weighted.shape[-1], dtype=acc_dtype, device=out.device)  # [T, H]
     acc.index_add_(0, token, weighted.to(acc_dtype))
     return acc.to(weighted.dtype).to(hidden_dtype)
+
+
+def mlp_combine(experts: nn.Module, hidden: torch.Tensor, token: torch.Tensor, w: torch.Tensor,
+                counts: list[int], kernel: ExactMatmul | OneDNNMatmul) -> torch.Tensor:
+    """For kernels that are not exact anyway: each expert's weighted rows added straight into a
+    [T, H] accumulator (float32 for half types), with no [V, H] output buffer and no copy of the
+    kernel's result into one. hidden [T, H], token/w [V] grouped by expert -> [T, H] in the
+    hidden dtype."""
+    acc_dtype = torch.float32 if hidden.dtype in _HALF else hidden.dtype
+    acc = torch.zeros(hidden.shape[0], hidden.shape[1], dtype=acc_dtype, device=hidden.device)  # [T, H]
+    norm = experts.has_post_expert_norm
+    start = 0
+    for e, c in enumerate(counts):
+        if c == 0:
+            continue
+        end = start + c
+        rows = token[start:end]  # [c]
+        h = kernel(True, e, hidden.index_select(0, rows))  # [c, 2I]
+        h = experts._apply_gate(h) if experts.has_gate else experts.act_fn(h)  # [c, I]
+        y = kernel(False, e, h)  # [c, H], bias included
+        y = experts.post_expert_norm(y) if norm else y
+        acc.index_add_(0, rows, _weighted(y, w[start:end]).to(acc_dtype))
+        start = end
+    return acc.to(hidden.dtype)
 
 
 def combine_expert(out: torch.Tensor, w: torch.Tensor, token: torch.Tensor, counts: list[int],

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adaptk.errors import KernelError
-from adaptk.experts.cpu_fast import combine_expert, combine_slot, mlp_rows
+from adaptk.experts.cpu_fast import combine_expert, combine_slot, mlp_combine, mlp_rows
 from adaptk.experts.kernels import ExactMatmul, OneDNNMatmul
 from adaptk.routing.counts import count_ids
 
@@ -176,12 +176,14 @@ def variable_k_experts_forward(
 def _cpu_forward(experts: nn.Module, hidden_states: torch.Tensor, top_k_weights: torch.Tensor,
                  rows: GroupedRows, order: str, kernel: ExactMatmul | OneDNNMatmul | None) -> torch.Tensor:
     """CPU: rows [V] hold kept slots only (sentinels sliced off). -> [T, H]."""
-    x = hidden_states[rows.token]  # [V, H] grouped by expert
     w = top_k_weights[rows.token, rows.slot]  # [V]
     counts = rows.counts.tolist()  # [N] host ints, free on CPU
+    if kernel is not None and not kernel.exact:  # any order of the adds will do
+        return mlp_combine(experts, hidden_states, rows.token, w, counts, kernel)
+    x = hidden_states[rows.token]  # [V, H] grouped by expert
     out = mlp_rows(experts, x, counts, order, kernel)  # [V, H]
     if order == "slot":
-        if (kernel is not None and not kernel.exact) or rows.num_slots <= 2:
+        if rows.num_slots <= 2:
             max_kept = 1  # any order of the adds will do
         else:  # host read, free on CPU: the most slots one token keeps
             max_kept = int(count_ids(rows.token, rows.num_tokens).max())
