@@ -14,7 +14,7 @@ from adaptk.bench.config import PRESETS, default_mixes
 from adaptk.bench.memory import peak_bytes
 from adaptk.bench.report import render_markdown, write
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
-from adaptk.bench.timing import interleaved
+from adaptk.bench.timing import interleaved, paired_quartiles
 
 TINY = LayerShape("tiny", 32, 48, 8, 2, 24)
 
@@ -106,8 +106,11 @@ def test_run_bench_and_report(tmp_path):
     assert 0 < layer["routing"]["share_of_adaptive_layer"] < 1
     assert set(layer["peak_bytes"]) >= {"fixed", "half k=1"}
     assert layer["matmul_bound"]["kernel"] in ("exact", "onednn-packed") and layer["matmul_bound"]["half k=1"] > 0
+    q1, q3 = layer["ratio_quartiles"]["adaptk | half k=1"]
+    assert 0 < q1 <= q3
     md = render_markdown(result)
     assert "| tiny H32 I48 8x top-2 T24 | half k=1 | 0.750 |" in md
+    assert "| tiny H32 I48 8x top-2 T24 | half k=1 | " + f"{q1:.3f}-{q3:.3f}" in md
     jpath, mpath = write(result, tmp_path)
     assert json.loads(jpath.read_text())["preset"] == "test" and mpath.read_text() == md
 
@@ -171,3 +174,11 @@ def test_cli_custom_shapes_and_kernels():
     for bad in (["--shape", "m:64:32:8:9:16"], ["--kernels", "onednn"], ["--kernels", "exact,fast"]):
         with pytest.raises(SystemExit):  # top-k above the expert count; exact missing; unknown kernel
             parser.parse_args(bad)
+
+
+def test_paired_quartiles_pair_trials():
+    # trial-to-trial drift hits both sides alike: the paired ratios stay at 0.5
+    assert paired_quartiles([1.0, 2.0, 4.0, 8.0], [2.0, 4.0, 8.0, 16.0]) == (0.5, 0.5)
+    q1, q3 = paired_quartiles([1.0, 1.0, 3.0, 3.0, 2.0], [1.0, 1.0, 1.0, 1.0, 1.0])
+    assert (q1, q3) == (1.0, 3.0)
+    assert paired_quartiles([2.0], [1.0]) == (2.0, 2.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch
 from adaptk.bench.config import BenchConfig, LayerShape, default_mixes
 from adaptk.bench.memory import peak_bytes
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
-from adaptk.bench.timing import interleaved
+from adaptk.bench.timing import interleaved_samples, paired_quartiles
 from adaptk.errors import KernelError
 from adaptk.experts.kernels import check_kernel, kernel_for
 from adaptk.experts.strategies import grouped_by_k_experts_forward, padded_experts_forward
@@ -168,7 +169,8 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
     with contextlib.ExitStack() as stack:
         if cfg.routing:
             fns.update(_routing_fns(shape, tokens, kn, stack))
-        times = interleaved(fns, cfg.trials, cfg.warmup, device, clock=cfg.clock)
+        samples = interleaved_samples(fns, cfg.trials, cfg.warmup, device, clock=cfg.clock)
+    times = {name: statistics.median(s) for name, s in samples.items()}
 
     result: dict[str, Any] = {"shape": shape.__dict__ | {"label": shape.label}, "dtype": cfg.dtype,
                               "flop_ratio": flops, "seconds": times}
@@ -177,6 +179,12 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
     result["ratios"] = {
         f"{v} | {c}": times[f"{v} | {c}"] / (fixed if v in STRATEGIES else times[f"{v} | fixed"])
         for v in variants for c in cases if c != "fixed" and f"{v} | {c}" in times
+    }
+    # the spread of the adaptk kernels' ratios: quartiles of the per-trial paired ratios
+    result["ratio_quartiles"] = {
+        f"{v} | {c}": paired_quartiles(samples[f"{v} | {c}"], samples[f"{v} | fixed"])
+        for v in variants if v not in STRATEGIES and not v.startswith("transformers")
+        for c in cases if c != "fixed"
     }
     if device.type == "cpu":
         result["matmul_bound"] = {"kernel": bound_kernel, **{

@@ -25,6 +25,12 @@ RATIO_COLUMNS = KERNEL_COLUMNS + (
 TIME_COLUMNS = KERNEL_COLUMNS + RATIO_COLUMNS[5:]
 
 
+def _quartiles(q: list[float] | tuple[float, float] | None) -> str:
+    if q is None:
+        return "-"
+    return f"{q[0]:.3f}-{q[1]:.3f}" + (" **slower**" if q[0] > 1 else "")
+
+
 def layer_tables(layers: list[dict[str, Any]]) -> str:
     bound = next((r["matmul_bound"]["kernel"] for r in layers if "matmul_bound" in r), None)
     lines = [
@@ -43,6 +49,23 @@ def layer_tables(layers: list[dict[str, Any]]) -> str:
             cells = [r.get("matmul_bound", {}).get(mix)] + [r["ratios"].get(f"{v} | {mix}") for v, _ in RATIO_COLUMNS]
             lines.append(f"| {label} | {mix} | {fr:.3f} | "
                          + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
+    spread = [r for r in layers if r.get("ratio_quartiles")]
+    if spread:
+        lines += [
+            "",
+            "### Spread: quartiles of the per-trial ratios (trial i of the k mix / trial i of fixed k)",
+            "",
+            "A ratio whose first quartile is above 1 is slower than fixed k in most trials (marked **slower**).",
+            "",
+            "| shape | k mix | " + " | ".join(h for _, h in KERNEL_COLUMNS) + " |",
+            "|---|---|" + "---|" * len(KERNEL_COLUMNS),
+        ]
+        for r in spread:
+            q = r["ratio_quartiles"]
+            for mix in r["flop_ratio"]:
+                if mix != "fixed":
+                    cells = [_quartiles(q.get(f"{v} | {mix}")) for v, _ in KERNEL_COLUMNS]
+                    lines.append(f"| {r['shape']['label']} | {mix} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "### MoE layer: fixed native k, milliseconds per call (medians)",

@@ -23,7 +23,26 @@ def interleaved(
     fns: dict[str, Callable[[], Any]], trials: int, warmup: int, device: torch.device | None = None,
     clock: str = "wall", min_sample_s: float = 0.005,
 ) -> dict[str, float]:
-    """Median seconds per call of each function. Each trial runs every function once, in an
+    """Median seconds per call of each function (``interleaved_samples``)."""
+    samples = interleaved_samples(fns, trials, warmup, device, clock, min_sample_s)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def paired_quartiles(num: list[float], den: list[float]) -> tuple[float, float]:
+    """First and third quartiles of the per-trial ratios num[i] / den[i] (samples of one
+    interleaved run, trial i of both taken side by side)."""
+    ratios = [a / b for a, b in zip(num, den, strict=True)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0]
+    q = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def interleaved_samples(
+    fns: dict[str, Callable[[], Any]], trials: int, warmup: int, device: torch.device | None = None,
+    clock: str = "wall", min_sample_s: float = 0.005,
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, one sample per trial. Each trial runs every function once, in an
     order that rotates (and flips) from trial to trial, so drifts in machine load hit all of them
     alike. A function that returns a float reports its own timed span (untimed set-up excluded).
 
@@ -60,4 +79,4 @@ def interleaved(
                 _sync(device)
                 elapsed = (now() - start) / n
                 samples[name].append(out if isinstance(out, float) else elapsed)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return samples
