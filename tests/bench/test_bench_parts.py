@@ -106,6 +106,8 @@ def test_run_bench_and_report(tmp_path):
     assert 0 < layer["routing"]["share_of_adaptive_layer"] < 1
     assert set(layer["peak_bytes"]) >= {"fixed", "half k=1"}
     assert layer["matmul_bound"]["kernel"] in ("exact", "onednn-packed") and layer["matmul_bound"]["half k=1"] > 0
+    assert layer["read_bound"]["half k=1"] >= layer["flop_ratio"]["half k=1"] and layer["read_bound"]["weights_gb_per_s"] > 0
+    assert layer["routing"]["added_share"] < layer["routing"]["share_of_adaptive_layer"]
     q1, q3 = layer["ratio_quartiles"]["adaptk | half k=1"]
     assert 0 < q1 <= q3
     md = render_markdown(result)
@@ -182,3 +184,10 @@ def test_paired_quartiles_pair_trials():
     q1, q3 = paired_quartiles([1.0, 1.0, 3.0, 3.0, 2.0], [1.0, 1.0, 1.0, 1.0, 1.0])
     assert (q1, q3) == (1.0, 3.0)
     assert paired_quartiles([2.0], [1.0]) == (2.0, 2.0)
+
+
+def test_touched_fraction_ignores_sentinels():
+    from adaptk.bench.layer import _touched_fraction
+
+    index = torch.tensor([[0, 8], [3, 8], [0, 3]])  # 8 = sentinel of an 8-expert layer
+    assert _touched_fraction(index, 8) == 2 / 8

@@ -128,6 +128,22 @@ def _matmuls(experts: torch.nn.Module, x: torch.Tensor, counts: list[int], matmu
         start += c
 
 
+def _weight_bytes(experts: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in experts.parameters())
+
+
+def _read_weights(experts: torch.nn.Module) -> None:
+    """One streaming pass over every expert weight (memory-bound: what reading them costs)."""
+    for p in experts.parameters():
+        p.sum(dtype=torch.float32)
+
+
+def _touched_fraction(index: torch.Tensor, num_experts: int) -> float:
+    """Share of the experts that receive at least one row. index [T, K], sentinel N."""
+    ids = index[index < num_experts]
+    return int(torch.unique(ids).numel()) / num_experts
+
+
 def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
     dtype = getattr(torch, cfg.dtype)
     experts = make_experts(shape, dtype, device, cfg.seed)
@@ -166,6 +182,7 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
     bound_kernel = next((k for k in reversed(cfg.kernels) if variant_name(k) in variants), "exact")
     if device.type == "cpu":
         fns.update(_matmul_only_fns(experts, tokens.hidden, cases, bound_kernel))
+        fns["read every expert's weights"] = lambda: _read_weights(experts)
     with contextlib.ExitStack() as stack:
         if cfg.routing:
             fns.update(_routing_fns(shape, tokens, kn, stack))
@@ -189,6 +206,15 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
     if device.type == "cpu":
         result["matmul_bound"] = {"kernel": bound_kernel, **{
             c: times[f"matmuls only | {c}"] / times["matmuls only | fixed"] for c in cases if c != "fixed"}}
+    if device.type == "cpu":
+        # each expert a call touches is read from memory at least once: at the speed one full
+        # read of the weights runs at (a reduction over them), the time that takes / fixed-k time
+        fastest_fixed = min(times[f"{v} | fixed"] for v in variants if v not in STRATEGIES)
+        read = times["read every expert's weights"]
+        result["read_bound"] = {
+            c: max(flops[c], read * _touched_fraction(index, n) / fastest_fixed)
+            for c, (index, _) in cases.items() if c != "fixed"}
+        result["read_bound"]["weights_gb_per_s"] = _weight_bytes(experts) / read / 1e9
     first_mix = next((c for c in cases if c != "fixed"), "fixed")  # the k mix for routing and memory
     if cfg.routing:
         # against the fastest adaptk variant: the faster the experts, the larger routing's share
@@ -200,7 +226,8 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
             "share_of_adaptive_layer": router / (router + adaptive_layer),
             "no_stats_s": times["router adaptive no stats"],
             "share_no_stats": times["router adaptive no stats"] / (times["router adaptive no stats"] + adaptive_layer),
-            "overhead_vs_native_share": (router - times["router native top-k"]) / fixed,
+            # what adaptk adds to the model's own router (its linear layer, softmax and top-k)
+            "added_share": (router - times["router native top-k"]) / (router + adaptive_layer),
         }
     if cfg.memory:
         mix_name = first_mix

@@ -37,16 +37,20 @@ def layer_tables(layers: list[dict[str, Any]]) -> str:
         "### MoE layer: time(k mix) / time(fixed native k), each back-end against its own fixed-k time",
         "",
         *([f"\"matmul bound\": the experts' matmuls alone (kernel {bound}) on the same rows per expert, "
-           "no routing, gather or combine: what the matrix library allows.", ""] if bound else []),
-        "| shape | k mix | FLOP ratio | matmul bound | " + " | ".join(h for _, h in RATIO_COLUMNS) + " |",
-        "|---|---|---|---|" + "---|" * len(RATIO_COLUMNS),
+           "no routing, gather or combine: what the matrix library allows. \"read bound\": the larger of "
+           "the FLOP ratio and the time one streaming read of the touched experts' weights takes "
+           "(at the speed measured in this run) over the fastest fixed-k time: what memory allows.", ""]
+          if bound else []),
+        "| shape | k mix | FLOP ratio | read bound | matmul bound | " + " | ".join(h for _, h in RATIO_COLUMNS) + " |",
+        "|---|---|---|---|---|" + "---|" * len(RATIO_COLUMNS),
     ]
     for r in layers:
         label = r["shape"]["label"]
         for mix, fr in r["flop_ratio"].items():
             if mix == "fixed":
                 continue
-            cells = [r.get("matmul_bound", {}).get(mix)] + [r["ratios"].get(f"{v} | {mix}") for v, _ in RATIO_COLUMNS]
+            cells = [r.get("read_bound", {}).get(mix), r.get("matmul_bound", {}).get(mix)] + [
+                r["ratios"].get(f"{v} | {mix}") for v, _ in RATIO_COLUMNS]
             lines.append(f"| {label} | {mix} | {fr:.3f} | "
                          + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
     spread = [r for r in layers if r.get("ratio_quartiles")]
@@ -71,18 +75,20 @@ def layer_tables(layers: list[dict[str, Any]]) -> str:
         "### MoE layer: fixed native k, milliseconds per call (medians)",
         "",
         "| shape | " + " | ".join(h for _, h in TIME_COLUMNS)
-        + " | routing share (stats / none) | peak MiB fixed / adaptive / tf grouped_mm |",
-        "|---|" + "---|" * (len(TIME_COLUMNS) + 2),
+        + " | routing share (stats / none / added) | weights read GB/s | peak MiB fixed / adaptive / tf grouped_mm |",
+        "|---|" + "---|" * (len(TIME_COLUMNS) + 3),
     ]
     for r in layers:
         s = r["seconds"]
         times = [_ms(s[f"{v} | fixed"]) if f"{v} | fixed" in s else "-" for v, _ in TIME_COLUMNS]
         rt = r.get("routing")
-        share = (f"{100 * rt['share_of_adaptive_layer']:.2f}% / {100 * rt['share_no_stats']:.2f}%"
-                 if rt else "-")
+        share = (f"{100 * rt['share_of_adaptive_layer']:.2f}% / {100 * rt['share_no_stats']:.2f}% / "
+                 f"{100 * rt['added_share']:.2f}%" if rt else "-")
+        gbs = r.get("read_bound", {}).get("weights_gb_per_s")
+        gbs = f"{gbs:.1f}" if gbs else "-"
         pk = r.get("peak_bytes")
         mem = " / ".join(_mib(v) for v in pk.values()) if pk else "-"
-        lines.append(f"| {r['shape']['label']} | " + " | ".join(times) + f" | {share} | {mem} |")
+        lines.append(f"| {r['shape']['label']} | " + " | ".join(times) + f" | {share} | {gbs} | {mem} |")
     return "\n".join(lines)
 
 
