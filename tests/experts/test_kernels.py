@@ -10,7 +10,7 @@ from torch.overrides import TorchFunctionMode
 
 import adaptk
 from adaptk.errors import KernelError
-from adaptk.experts.kernels import KERNELS, PAD_ROWS, PLAIN_ROWS, kernel_for, onednn_available
+from adaptk.experts.kernels import KERNELS, PAD_ROWS, kernel_for, onednn_available
 from adaptk.experts.variable_k import variable_k_experts_forward
 from adaptk.models import find_moe_layers
 from tiny_models import tiny_model
@@ -88,8 +88,8 @@ def test_fast_kernels_multiply_only_kept_rows(kernel):
     with torch.inference_mode(), _RowSpy(experts.gate_up_proj.shape[1]) as spy:
         variable_k_experts_forward(experts, x, index, weights, kernel=matmul)
     counts = torch.bincount(index[index < n], minlength=n).tolist()
-    assert any(PLAIN_ROWS < c < PAD_ROWS for c in counts) and any(c >= PAD_ROWS for c in counts)
-    padded = [PAD_ROWS if kernel == "onednn-packed" and PLAIN_ROWS < c < PAD_ROWS else c for c in counts]
+    assert any(0 < c < PAD_ROWS for c in counts) and any(c >= PAD_ROWS for c in counts)
+    padded = [PAD_ROWS if kernel == "onednn-packed" and 0 < c < PAD_ROWS else c for c in counts]
     assert spy.nonzero_rows == sum(counts) == int((index < n).sum()) > 0  # dropped slots: never
     assert spy.rows == sum(padded)  # and the only other rows are the packed kernel's zero padding
 
@@ -113,7 +113,7 @@ def test_packed_weights_follow_weight_changes():
     """Weights changed in place (load_state_dict, optimizer steps) are re-packed, not stale."""
     experts = _experts("mixtral", torch.float32)
     n = experts.num_experts
-    index, weights = _routing(3 * (PLAIN_ROWS + 1) * n, n, 2, seed=5, drop=0.0)  # groups > PLAIN_ROWS
+    index, weights = _routing(6 * n, n, 2, seed=5, drop=0.0)
     x = torch.randn(index.shape[0], experts.down_proj.shape[1])
     matmul = kernel_for(experts, "onednn-packed", "slot")
     with torch.inference_mode():

@@ -12,10 +12,9 @@ does each group's two projections is a kernel:
   CPUs we measured (docs/performance.md).
 - ``onednn-packed``: the same, with each expert's weights re-laid out once into oneDNN's
   blocked format, which removes the per-call re-layout that dominates small groups. Costs a
-  second copy of the expert weights. Single-row groups (batch-1 decode) use the plain weights,
-  which are faster there; 2-3 row groups are padded to ``PAD_ROWS`` rows, which oneDNN runs
-  faster than 2 or 3 (measured on the CPUs of docs/performance.md; the padding rows are
-  dropped, never added to any output).
+  second copy of the expert weights. Groups of 1-3 rows are padded to ``PAD_ROWS`` rows, which
+  oneDNN runs as fast as or faster than 1, 2 or 3 (measured on the CPU of docs/performance.md;
+  the padding rows are zero and dropped from the output, never added to anything).
 
 The oneDNN kernels run where autograd records nothing (inference); under autograd they raise
 ``KernelError`` rather than silently switching arithmetic.
@@ -36,9 +35,8 @@ from adaptk.errors import KernelError
 
 log = logging.getLogger(__name__)
 
-PLAIN_ROWS = 1  # onednn-packed: single-row groups (batch-1 decode) use the plain weights, faster there
-PAD_ROWS = 4  # onednn-packed: 2-3 row groups are padded to 4 zero-filled rows (oneDNN's 2-3 row
-#               kernels read the packed weights up to 1.6x slower than its 4-row one; docs/performance.md)
+PAD_ROWS = 4  # onednn-packed: 1-3 row groups are padded to 4 zero-filled rows (oneDNN's 1-3 row
+#               kernels read the packed weights up to 1.5x slower than its 4-row one; docs/performance.md)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -123,7 +121,7 @@ class OneDNNMatmul:
             )
         rows = x.shape[0]
         x = x.to(w_all.dtype)
-        if self.packed and rows > PLAIN_ROWS:
+        if self.packed:
             if self.stale():
                 self.pack()
             w = (self._up if up else self._down)[e]
