@@ -67,7 +67,6 @@ class LayerStats:
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._pending_tokens = 0
 
-    @torch.no_grad()
     def update(self, entropy: torch.Tensor, indices: torch.Tensor) -> None:
         """entropy [T] f32, indices [T, K] (sentinel N where dropped); neither is changed later
         by the caller (the patch hands in tensors it made for this call)."""
@@ -78,6 +77,7 @@ class LayerStats:
         if self._pending_tokens >= FOLD_TOKENS or len(self._pending) >= FOLD_TOKENS:
             self._fold()
 
+    @torch.no_grad()
     def _fold(self) -> None:
         if not self._pending:
             return

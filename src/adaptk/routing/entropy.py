@@ -28,11 +28,16 @@ def routing_entropy(
     if probs.dim() != 2:
         raise RoutingInputError(f"probs must be [tokens, experts], got shape {tuple(probs.shape)}")
     p = probs.float()  # [T, N]
-    h = torch.special.entr(p).sum(dim=-1)  # [T]; entr(x) = -x log x, entr(0) = 0
+    h = entropy_nats(p)  # [T]
     if normalized:
         n = p.shape[-1]
         return h / math.log(n) if n > 1 else torch.zeros_like(h)
     return h if base == "nats" else h / _BASES[base]
+
+
+def entropy_nats(probs: torch.Tensor) -> torch.Tensor:
+    """The unchecked core of ``routing_entropy`` for hot paths: float32 probs [T, N] -> [T] nats."""
+    return torch.special.entr(probs).sum(dim=-1)  # entr(x) = -x log x, entr(0) = 0
 
 
 def tempered(probs: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -56,11 +56,15 @@ def _pick(values: tuple, layer: int, what: str) -> Any:
 
 
 def _cached_thresholds(policy: Policy, key: tuple, values, device: torch.device) -> torch.Tensor:
-    """``Policy.rank_thresholds`` as a float32 tensor, built once per key in the policy's cache."""
-    cache = policy.__dict__.setdefault("_rank_thresholds", {})
-    if key not in cache:
-        cache[key] = torch.tensor(values(), dtype=torch.float32, device=device)
-    return cache[key]
+    """``Policy.rank_thresholds`` as a float32 tensor, built once per key in the policy's cache
+    (``values()`` is called only on a miss: this runs once per layer per step)."""
+    cache = policy.__dict__.get("_tau_cache")
+    if cache is None:
+        cache = policy.__dict__["_tau_cache"] = {}
+    tau = cache.get(key)
+    if tau is None:
+        tau = cache[key] = torch.tensor(values(), dtype=torch.float32, device=device)
+    return tau
 
 
 def _freeze(value: Any) -> Any:
@@ -245,13 +249,13 @@ class EntropyThreshold(Policy):
     def rank_thresholds(self, layer, native_k, device):
         if self.temperature != 1.0:
             return None
+        return _cached_thresholds(self, (layer, device), lambda: self._rank_thresholds(layer), device)
+
+    def _rank_thresholds(self, layer: int) -> list[float]:
+        """Rank r is kept from the first threshold above which k > r (k_values increase)."""
         th, kv = self.layer_thresholds(layer), self.k_values
-
-        def tau() -> list[float]:  # rank r is kept from the first threshold above which k > r
-            first = [next(i for i, k in enumerate(kv) if k > r) for r in range(kv[-1])]
-            return [th[i - 1] if i > 0 else -math.inf for i in first]
-
-        return _cached_thresholds(self, (layer, device), tau, device)
+        first = [next(i for i, k in enumerate(kv) if k > r) for r in range(kv[-1])]
+        return [th[i - 1] if i > 0 else -math.inf for i in first]
 
     def choose_k(self, probs, ranked, layer, native_k, entropy=None):
         if self.temperature == 1.0 and entropy is not None:

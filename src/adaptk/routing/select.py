@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from adaptk.errors import PolicyError
-from adaptk.routing.entropy import routing_entropy
+from adaptk.routing.entropy import entropy_nats
 
 if TYPE_CHECKING:
     from adaptk.routing.policies import Policy
@@ -116,7 +116,7 @@ def decide(
             1, order, torch.arange(kmax, device=cand.device).expand(t, kmax)
         )  # [T, K] rank of each native slot
     top_probs = top_vals if sorted_topk and top_vals is not None and rank_scores is probs else None
-    entropy = routing_entropy(probs)  # [T]
+    entropy = entropy_nats(probs)  # [T]
     tau = policy.rank_thresholds(layer, native_k, probs.device)
     if tau is not None:  # k is a step function of the entropy: one comparison builds the mask
         # slot at rank r is dropped iff H < tau[r]; a NaN entropy drops nothing (kmax)
