@@ -161,7 +161,7 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
     kernel cannot run on this model (device, dtype, torch build).
 
     ``collect_stats=False`` skips the per-layer statistics (entropy moments, k histogram, expert
-    counts, executed rows; about 40 % of the patched router's cost at one token), for serving;
+    counts, executed rows; a few microseconds per layer call), for serving;
     ``stats()`` then raises ``PatchError``, and NaN/Inf tokens are not counted in deferred mode.
     """
     if not isinstance(policy, Policy):
