@@ -8,30 +8,37 @@ N, K = 6, 3
 
 
 def _calls(sizes, seed=0):
+    """(entropy [T], candidates [T, K], drop [T, K]) per call; every token keeps its first slot."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for t in sizes:
         entropy = torch.rand(t, generator=g) * 2
-        idx = torch.randint(0, N + 1, (t, K), generator=g)  # sentinel N = dropped slot
-        idx[:, 0] = idx[:, 0].clamp_max(N - 1)  # every token keeps its first slot
-        out.append((entropy, idx))
+        cand = torch.stack([torch.randperm(N, generator=g)[:K] for _ in range(t)])  # [T, K]
+        drop = torch.rand(t, K, generator=g) < 0.4
+        drop[:, 0] = False
+        out.append((entropy, cand, drop))
     return out
 
 
 def _report(calls):
     s = LayerStats(0, "layer", N, 2, K, torch.device("cpu"))
-    for e, i in calls:
-        s.update(e, i)
+    for call in calls:
+        s.update(*call)
     return s, s.report()
+
+
+def _cat(calls):
+    return tuple(torch.cat(parts) for parts in zip(*calls))
 
 
 def test_small_updates_fold_to_the_counts_of_one_update():
     calls = _calls([1] * (FOLD_TOKENS + 37) + [5, 300, 2])  # crosses the fold limit, then leaves some pending
     _, parts = _report(calls)
-    _, whole = _report([(torch.cat([e for e, _ in calls]), torch.cat([i for _, i in calls]))])
-    ent = torch.cat([e for e, _ in calls]).double()
-    idx = torch.cat([i for _, i in calls])
-    k = (idx < N).sum(-1)
+    _, whole = _report([_cat(calls)])
+    ent, cand, drop = _cat(calls)
+    ent = ent.double()
+    idx = torch.where(drop, N, cand)  # sentinel N where dropped
+    k = (~drop).sum(-1)
     assert parts.tokens == whole.tokens == ent.numel()
     assert parts.k_histogram == whole.k_histogram == torch.bincount(k, minlength=K + 1).tolist()
     assert parts.expert_counts == whole.expert_counts == torch.bincount(idx[idx < N], minlength=N).tolist()
@@ -51,5 +58,5 @@ def test_report_folds_what_is_pending_and_reset_drops_it():
 def test_pending_updates_hold_no_autograd_graph():
     s = LayerStats(0, "layer", N, 2, K, torch.device("cpu"))
     e = torch.rand(4, requires_grad=True) * 1.0
-    s.update(e, _calls([4])[0][1])
+    s.update(e, *_calls([4])[0][1:])
     assert not s._pending[0][0].requires_grad

@@ -83,7 +83,7 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
                      sorted_topk=family.sorted_topk, candidates=family.candidates)
         weights = family.weights(router, scores, sel, hidden_states.dtype)
         if stats is not None:
-            stats.update(sel.entropy, sel.indices)
+            stats.update(sel.entropy, sel.candidates, sel.drop)
         return scores.logits, weights, sel.indices
 
     return forward

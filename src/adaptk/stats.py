@@ -64,15 +64,16 @@ class LayerStats:
         self.expert_counts = self.counts[self.kmax + 1: self.kmax + 1 + self.num_experts]
         self.matmul_rows = z(self.num_experts)
         self.nonfinite = z(())
-        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._pending_tokens = 0
 
-    def update(self, entropy: torch.Tensor, indices: torch.Tensor) -> None:
-        """entropy [T] f32, indices [T, K] (sentinel N where dropped); neither is changed later
-        by the caller (the patch hands in tensors it made for this call)."""
+    def update(self, entropy: torch.Tensor, candidates: torch.Tensor, drop: torch.Tensor) -> None:
+        """entropy [T] f32, candidates [T, K] int64, drop [T, K] bool (the slots not kept): the
+        router's own tensors of this call, which nothing changes later (the indices handed to
+        the model are not kept, in case a model edits them in place)."""
         t = entropy.shape[0]
         self.tokens += t
-        self._pending.append((entropy.detach(), indices))  # no autograd graph kept alive
+        self._pending.append((entropy.detach(), candidates, drop))  # no autograd graph kept alive
         self._pending_tokens += t
         if self._pending_tokens >= FOLD_TOKENS or len(self._pending) >= FOLD_TOKENS:
             self._fold()
@@ -82,14 +83,14 @@ class LayerStats:
         if not self._pending:
             return
         if len(self._pending) == 1:
-            entropy, indices = self._pending[0]
+            entropy, candidates, drop = self._pending[0]
         else:
-            entropy = torch.cat([e for e, _ in self._pending])  # [T']
-            indices = torch.cat([i for _, i in self._pending])  # [T', K]
+            entropy, candidates, drop = (torch.cat(parts) for parts in zip(*self._pending))  # [T'], [T', K] x2
         self._pending, self._pending_tokens = [], 0
         e = entropy.double()  # [T']
         self.entropy_moments += torch.stack((e.sum(), e.dot(e)))
-        k = (indices < self.num_experts).sum(dim=-1)  # [T'] experts kept
+        k = drop.shape[-1] - drop.sum(dim=-1)  # [T'] experts kept
+        indices = candidates.masked_fill(drop, self.num_experts)  # [T', K], sentinel N where dropped
         ids = torch.cat((k, indices.reshape(-1) + (self.kmax + 1)))  # [T' + T'*K]
         self.counts.scatter_add_(0, ids, torch.ones_like(ids))
 
