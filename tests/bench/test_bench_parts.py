@@ -191,3 +191,20 @@ def test_touched_fraction_ignores_sentinels():
 
     index = torch.tensor([[0, 8], [3, 8], [0, 3]])  # 8 = sentinel of an 8-expert layer
     assert _touched_fraction(index, 8) == 2 / 8
+
+
+def test_router_time_script_runs(capsys, monkeypatch):
+    """docs/scripts/router_time.py (the hot-loop router timings of docs/performance.md) runs."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "docs" / "scripts" / "router_time.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--hidden", "32", "--tokens", "3", "--calls", "10"])
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+    names = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["router native top-k", "router adaptive", "router adaptive no stats"]
