@@ -17,9 +17,11 @@ from adaptk.bench.memory import peak_bytes
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
 from adaptk.bench.timing import interleaved_samples, paired_quartiles
 from adaptk.errors import KernelError
+from adaptk.experts.cpu_fast import expert_mlp
 from adaptk.experts.kernels import check_kernel, kernel_for
 from adaptk.experts.strategies import grouped_by_k_experts_forward, padded_experts_forward
 from adaptk.experts.variable_k import GroupedRows, variable_k_experts_forward
+from adaptk.routing.counts import count_ids
 
 log = logging.getLogger(__name__)
 STRATEGIES = {"adaptk padded": padded_experts_forward, "adaptk grouped-by-k": grouped_by_k_experts_forward}
@@ -123,8 +125,7 @@ def _matmuls(experts: torch.nn.Module, x: torch.Tensor, counts: list[int], matmu
     start = 0
     for e, c in enumerate(counts):
         if c:
-            h = matmul(True, e, x[start:start + c])  # [c, 2I]
-            matmul(False, e, experts._apply_gate(h) if experts.has_gate else experts.act_fn(h))
+            expert_mlp(experts, matmul, e, x[start:start + c])
         start += c
 
 
@@ -140,8 +141,7 @@ def _read_weights(experts: torch.nn.Module) -> None:
 
 def _touched_fraction(index: torch.Tensor, num_experts: int) -> float:
     """Share of the experts that receive at least one row. index [T, K], sentinel N."""
-    ids = index[index < num_experts]
-    return int(torch.unique(ids).numel()) / num_experts
+    return int((count_ids(index, num_experts) > 0).sum()) / num_experts
 
 
 def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
@@ -206,7 +206,6 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
     if device.type == "cpu":
         result["matmul_bound"] = {"kernel": bound_kernel, **{
             c: times[f"matmuls only | {c}"] / times["matmuls only | fixed"] for c in cases if c != "fixed"}}
-    if device.type == "cpu":
         # each expert a call touches is read from memory at least once: at the speed one full
         # read of the weights runs at (a reduction over them), the time that takes / fixed-k time
         fastest_fixed = min(times[f"{v} | fixed"] for v in variants if v not in STRATEGIES)

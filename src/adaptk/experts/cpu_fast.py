@@ -34,13 +34,24 @@ from adaptk.experts.kernels import ExactMatmul, OneDNNMatmul, no_grad_needed
 _HALF = (torch.float16, torch.bfloat16)
 
 
+def activate(experts: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The module's own gate (gate+up in any layout) or activation: [c, 2I] (or [c, I]) -> [c, I]."""
+    return experts._apply_gate(h) if experts.has_gate else experts.act_fn(h)
+
+
+def expert_mlp(experts: nn.Module, kernel: ExactMatmul | OneDNNMatmul, e: int, x: torch.Tensor) -> torch.Tensor:
+    """Expert ``e``'s up projection, gate and down projection (biases included): x [c, H] -> [c, H_out]."""
+    return kernel(False, e, activate(experts, kernel(True, e, x)))
+
+
 def mlp_rows(experts: nn.Module, x: torch.Tensor, counts: list[int], order: str,
-             kernel: ExactMatmul | OneDNNMatmul | None = None) -> torch.Tensor:
+             kernel: ExactMatmul | None = None) -> torch.Tensor:
     """x [V, H] grouped by expert (``counts[e]`` rows each, experts in order) -> [V, H_out].
 
     One expert at a time: the [c, 2I] intermediate of one expert stays small (and in cache)
-    instead of a [V, 2I] one for all experts. ``kernel`` multiplies (``adaptk.experts.kernels``);
-    the default is the mirrored back-end's own calls (grouped_mm's CPU loop of ``mm``)."""
+    instead of a [V, 2I] one for all experts. ``kernel`` is the mirrored back-end's own calls
+    (grouped_mm's CPU loop of ``mm``, or eager's ``F.linear``); the non-exact kernels go through
+    ``mlp_combine`` instead."""
     kernel = kernel if kernel is not None else ExactMatmul(experts, order)
     up = "gate_up_proj" if experts.has_gate else "up_proj"
     w_up, w_down = getattr(experts, up), experts.down_proj
@@ -55,8 +66,7 @@ def mlp_rows(experts: nn.Module, x: torch.Tensor, counts: list[int], order: str,
         if c == 0:
             continue
         end = start + c
-        h = kernel(True, e, x[start:end])  # [c, 2I]
-        h = experts._apply_gate(h) if experts.has_gate else experts.act_fn(h)  # [c, I]
+        h = activate(experts, kernel(True, e, x[start:end]))  # [c, I]
         if direct and (h.dtype == out.dtype or order == "slot"):
             kernel(False, e, h, out=out[start:end])  # written in place
         else:
@@ -109,9 +119,7 @@ def mlp_combine(experts: nn.Module, hidden: torch.Tensor, token: torch.Tensor, w
             continue
         end = start + c
         rows = token[start:end]  # [c]
-        h = kernel(True, e, hidden.index_select(0, rows))  # [c, 2I]
-        h = experts._apply_gate(h) if experts.has_gate else experts.act_fn(h)  # [c, I]
-        y = kernel(False, e, h)  # [c, H], bias included
+        y = expert_mlp(experts, kernel, e, hidden.index_select(0, rows))  # [c, H], bias included
         y = experts.post_expert_norm(y) if norm else y
         acc.index_add_(0, rows, _weighted(y, w[start:end]).to(acc_dtype))
         start = end

@@ -112,7 +112,8 @@ class OneDNNMatmul:
         self._key = self._weights_key()
         log.info("adaptk: packed %d experts' weights for oneDNN", self.experts.num_experts)
 
-    def __call__(self, up: bool, e: int, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, up: bool, e: int, x: torch.Tensor) -> torch.Tensor:
+        """x [c, in] -> [c, out] for expert ``e``, bias included."""
         w_all, b_all = _projection(self.experts, up)
         if not no_grad_needed(x, w_all, b_all):
             raise KernelError(
@@ -130,11 +131,7 @@ class OneDNNMatmul:
         else:
             w = self._plain(up, e)
         b = b_all[e] if b_all is not None else None
-        y = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")[:rows]  # [c, out]
-        if out is not None:
-            out.copy_(y)
-            return out
-        return y
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")[:rows]  # [c, out]
 
 
 @dataclass(frozen=True)

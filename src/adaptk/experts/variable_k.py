@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adaptk.errors import KernelError
-from adaptk.experts.cpu_fast import combine_expert, combine_slot, mlp_combine, mlp_rows
+from adaptk.experts.cpu_fast import activate, combine_expert, combine_slot, mlp_combine, mlp_rows
 from adaptk.experts.kernels import ExactMatmul, OneDNNMatmul
 from adaptk.routing.counts import count_ids
 
@@ -116,7 +116,7 @@ def _expert_mlp_grouped(experts: nn.Module, x: torch.Tensor, rows: GroupedRows) 
     """Grouped matmuls over all experts at once, as transformers' grouped_mm. [V, H] -> [V, H]."""
     w, b = _weight(experts, up=True)
     h = _grouped_linear(x, w, b, rows, experts.is_transposed)
-    h = experts._apply_gate(h) if experts.has_gate else experts.act_fn(h)
+    h = activate(experts, h)
     w, b = _weight(experts, up=False)
     out = _grouped_linear(h, w, b, rows, experts.is_transposed)
     return experts.post_expert_norm(out) if experts.has_post_expert_norm else out
