@@ -106,12 +106,11 @@ def decide(
     else:
         cand = candidates(rank_scores, kmax)  # [T, K]
     if sorted_topk:
-        rank_order = cand
+        order = None  # the candidates are best first already
         position = _arange(kmax, cand.device)  # [K], broadcast over tokens
     else:
         cand_scores = rank_scores.gather(1, cand)  # [T, K]
         order = torch.sort(cand_scores, dim=-1, descending=True, stable=True).indices  # [T, K]
-        rank_order = cand.gather(1, order)  # [T, K] best first
         position = torch.empty_like(order).scatter_(
             1, order, torch.arange(kmax, device=cand.device).expand(t, kmax)
         )  # [T, K] rank of each native slot
@@ -124,7 +123,11 @@ def decide(
         chosen_k = None
     else:
         # the probabilities of the candidates, best first (no second gather if topk gave them)
-        ranked = top_probs if top_probs is not None else probs.gather(1, rank_order)  # [T, K]
+        if top_probs is not None:
+            ranked = top_probs
+        else:
+            rank_order = cand if order is None else cand.gather(1, order)  # [T, K] best first
+            ranked = probs.gather(1, rank_order)  # [T, K]
         chosen_k = policy.choose_k(probs, ranked, layer, native_k, entropy=entropy).clamp(1, kmax)  # [T]
         drop = position >= chosen_k.unsqueeze(-1)  # [T, K]
     indices = filled(cand, drop, n)  # [T, K]
