@@ -184,13 +184,7 @@ class RoutingMonitor:
     def compute(self) -> MonitorReport:
         """Statistics of every token seen since attach (or reset), one summary per layer."""
         self._require_layers()
-        with self._lock:
-            states = []
-            for lay in self._layers:
-                s = lay.total.clone()
-                s.merge(lay.window)
-                states.append(s)
-        return MonitorReport([s.summary() for s in states], dict(self.fingerprint or {}))
+        return MonitorReport([s.summary() for s in self.layer_states()], dict(self.fingerprint or {}))
 
     def reset(self) -> None:
         """Forget every statistic, window and alert (hooks stay)."""
