@@ -17,6 +17,18 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _per_layer_grid(n: int):
+    """One small panel per layer, up to 4 per row; the spare panels of the last row blanked.
+    -> (figure, the n panels in order)."""
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    panels = list(axes.flat)
+    for ax in panels[n:]:
+        ax.axis("off")
+    return fig, panels[:n]
+
+
 def pareto(results: dict) -> bytes | None:
     sweep = results.get("pareto")
     if not sweep or not sweep.get("rows"):
@@ -40,17 +52,12 @@ def entropy_histograms(results: dict) -> bytes | None:
     hists = results.get("entropy_histograms") or []
     if not hists:
         return None
-    n = len(hists)
-    cols = min(4, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
-    for ax, h in zip(axes.flat, hists):
+    fig, panels = _per_layer_grid(len(hists))
+    for ax, h in zip(panels, hists):
         e = h["edges"]
         ax.bar(e[:-1], h["counts"], width=e[1] - e[0], align="edge")
         ax.set_title(f"layer {h['layer']}", fontsize=9)
         ax.set_xlabel("entropy (nats)", fontsize=8)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
     fig.suptitle("routing entropy per layer (evaluation text, native routing)")
     return _png(fig)
 
@@ -91,18 +98,13 @@ def expert_usage(results: dict) -> bytes | None:
     usage = results.get("expert_usage") or []
     if not usage:
         return None
-    n = len(usage)
-    cols = min(4, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
-    for ax, u in zip(axes.flat, usage):
+    fig, panels = _per_layer_grid(len(usage))
+    for ax, u in zip(panels, usage):
         x = range(len(u["native"]))
         ax.bar([i - 0.2 for i in x], u["native"], width=0.4, label="native")
         ax.bar([i + 0.2 for i in x], u["policy"], width=0.4, label="policy")
         ax.set_title(f"layer {u['layer']}", fontsize=9)
-    axes.flat[0].legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
+    panels[0].legend(fontsize=7)
     fig.suptitle("tokens routed to each expert")
     return _png(fig)
 
