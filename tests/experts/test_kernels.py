@@ -1,4 +1,4 @@
-"""The oneDNN matmul kernels against the exact back-end: same rows, outputs within a stated
+"""The oneDNN and native matmul kernels against the exact back-end: same rows, outputs within a stated
 tolerance (another summation order), over layouts, dtypes and k mixes; and the errors that keep
 them from running where they cannot."""
 
@@ -11,12 +11,15 @@ from torch.overrides import TorchFunctionMode
 import adaptk
 from adaptk.errors import KernelError
 from adaptk.experts.kernels import KERNELS, PAD_ROWS, kernel_for, onednn_available
+from adaptk.experts.native import PackedWeight
 from adaptk.experts.variable_k import variable_k_experts_forward
 from adaptk.models import find_moe_layers
 from tiny_models import tiny_model
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
 FAST = [k for k in KERNELS if k != "exact"]
+DTYPES = {"native": [torch.float32]}  # the others: float32 and bfloat16
+KERNEL_DTYPES = [(k, d) for k in FAST for d in DTYPES.get(k, [torch.float32, torch.bfloat16])]
 # fp32: another summation order, so a few float32 ulps of the row sums; bf16: a few bf16 ulps
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
 
@@ -39,15 +42,15 @@ def _routing(t, n, k, seed, drop, only=None):
 @settings(max_examples=30, deadline=None)
 @given(
     family=st.sampled_from(["mixtral", "gpt_oss", "olmoe", "qwen2_moe"]),
-    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    kernel_dtype=st.sampled_from(KERNEL_DTYPES),
     t=st.integers(1, 40),
     seed=st.integers(0, 2**16),
     drop=st.sampled_from([0.0, 0.5, 1.0]),
     one_expert=st.booleans(),
     order=st.sampled_from(["slot", "expert"]),
-    kernel=st.sampled_from(FAST),
 )
-def test_fast_kernels_match_the_exact_back_end(family, dtype, t, seed, drop, one_expert, order, kernel):
+def test_fast_kernels_match_the_exact_back_end(family, kernel_dtype, t, seed, drop, one_expert, order):
+    kernel, dtype = kernel_dtype
     experts = _experts(family, dtype)
     n = experts.num_experts
     k = min(2, n)
@@ -63,29 +66,40 @@ def test_fast_kernels_match_the_exact_back_end(family, dtype, t, seed, drop, one
 
 
 class _RowSpy(TorchFunctionMode):
-    """Rows multiplied by gate-up expert weights through oneDNN (plain or packed): all of them,
-    and those that are not zero (padding rows are)."""
+    """Rows multiplied by gate-up expert weights through oneDNN (plain or packed) or the native
+    kernel: all of them, and those that are not zero (padding rows are)."""
 
-    def __init__(self, gate_up_rows):
+    def __init__(self, gate_up_rows, monkeypatch):
         super().__init__()
         self.rows, self.nonzero_rows, self.gate_up_rows = 0, 0, gate_up_rows
+        native_matmul = PackedWeight.matmul
+
+        def spy(packed, x):
+            self._count(x, packed.n)
+            return native_matmul(packed, x)
+
+        monkeypatch.setattr(PackedWeight, "matmul", spy)
+
+    def _count(self, x, out_features):
+        if out_features == self.gate_up_rows:
+            self.rows += x.shape[0]
+            self.nonzero_rows += int((x != 0).any(dim=-1).sum())
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if "linear_pointwise" in str(func) and out.shape[-1] == self.gate_up_rows:
-            self.rows += args[0].shape[0]
-            self.nonzero_rows += int((args[0] != 0).any(dim=-1).sum())
+        if "linear_pointwise" in str(func):
+            self._count(args[0], out.shape[-1])
         return out
 
 
 @pytest.mark.parametrize("kernel", FAST)
-def test_fast_kernels_multiply_only_kept_rows(kernel):
+def test_fast_kernels_multiply_only_kept_rows(kernel, monkeypatch):
     experts = _experts("mixtral", torch.float32)
     n = experts.num_experts
     index, weights = _routing(20, n, 2, seed=3, drop=0.5)
     x = torch.randn(20, experts.down_proj.shape[1])
     matmul = kernel_for(experts, kernel, "slot")
-    with torch.inference_mode(), _RowSpy(experts.gate_up_proj.shape[1]) as spy:
+    with torch.inference_mode(), _RowSpy(experts.gate_up_proj.shape[1], monkeypatch) as spy:
         variable_k_experts_forward(experts, x, index, weights, kernel=matmul)
     counts = torch.bincount(index[index < n], minlength=n).tolist()
     assert any(0 < c < PAD_ROWS for c in counts) and any(c >= PAD_ROWS for c in counts)
@@ -109,13 +123,14 @@ def test_patch_with_fast_kernels_matches_exact_logits():
             torch.testing.assert_close(got, ref, **TOL[torch.float32])
 
 
-def test_packed_weights_follow_weight_changes():
+@pytest.mark.parametrize("kernel", ["onednn-packed", "native"])
+def test_packed_weights_follow_weight_changes(kernel):
     """Weights changed in place (load_state_dict, optimizer steps) are re-packed, not stale."""
     experts = _experts("mixtral", torch.float32)
     n = experts.num_experts
     index, weights = _routing(6 * n, n, 2, seed=5, drop=0.0)
     x = torch.randn(index.shape[0], experts.down_proj.shape[1])
-    matmul = kernel_for(experts, "onednn-packed", "slot")
+    matmul = kernel_for(experts, kernel, "slot")
     with torch.inference_mode():
         before = variable_k_experts_forward(experts, x, index, weights, kernel=matmul)
     with torch.no_grad():
@@ -135,11 +150,14 @@ def test_kernel_errors_say_what_to_do():
         kernel_for(_experts("mixtral", torch.float16), "onednn", "slot")
     with pytest.raises(KernelError, match="kernel='exact'"):
         adaptk.patch(tiny_model("mixtral").half(), adaptk.FixedTopK(2), kernel="onednn-packed")
+    with pytest.raises(KernelError, match="onednn-packed' runs bfloat16"):
+        kernel_for(_experts("mixtral", torch.bfloat16), "native", "slot")
     # inference only: under autograd the kernel refuses instead of switching arithmetic
     x = torch.randn(4, experts.down_proj.shape[1], requires_grad=True)
     index, weights = _routing(4, experts.num_experts, 2, seed=0, drop=0.0)
-    with pytest.raises(KernelError, match="inference"):
-        variable_k_experts_forward(experts, x, index, weights, kernel=kernel_for(experts, "onednn", "slot"))
+    for name in FAST:
+        with pytest.raises(KernelError, match="inference"):
+            variable_k_experts_forward(experts, x, index, weights, kernel=kernel_for(experts, name, "slot"))
     with pytest.raises(KernelError, match="CPU path"):
         variable_k_experts_forward(experts, x.detach(), index, weights, sync_free=True,
                                    kernel=kernel_for(experts, "onednn", "slot"))

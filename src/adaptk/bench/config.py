@@ -95,7 +95,7 @@ class BenchConfig:
     dtype: str = "float32"
     seed: int = 0
     backends: tuple[str, ...] = ("eager", "grouped_mm", "batched_mm")
-    kernels: tuple[str, ...] = ("exact", "onednn", "onednn-packed")  # adaptk's matmul kernels (CPU)
+    kernels: tuple[str, ...] = ("exact", "onednn", "onednn-packed", "native")  # adaptk's matmul kernels
     strategies: bool = True  # also time padded and grouped-by-k batching
     memory: bool = True
     routing: bool = True

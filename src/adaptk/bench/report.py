@@ -16,13 +16,12 @@ def _mib(b: int) -> str:
 
 
 KERNEL_COLUMNS = (("adaptk", "adaptk"), ("adaptk onednn", "adaptk onednn"),
-                  ("adaptk onednn-packed", "adaptk onednn-packed"))
-RATIO_COLUMNS = KERNEL_COLUMNS + (
-    ("adaptk padded", "padded"), ("adaptk grouped-by-k", "grouped-by-k"),
-    ("transformers eager", "tf eager"), ("transformers grouped_mm", "tf grouped_mm"),
-    ("transformers batched_mm", "tf batched_mm"),
-)
-TIME_COLUMNS = KERNEL_COLUMNS + RATIO_COLUMNS[5:]
+                  ("adaptk onednn-packed", "adaptk onednn-packed"), ("adaptk native", "adaptk native"))
+TRANSFORMERS_COLUMNS = (("transformers eager", "tf eager"), ("transformers grouped_mm", "tf grouped_mm"),
+                        ("transformers batched_mm", "tf batched_mm"))
+RATIO_COLUMNS = KERNEL_COLUMNS + (("adaptk padded", "padded"), ("adaptk grouped-by-k", "grouped-by-k")
+                                  ) + TRANSFORMERS_COLUMNS
+TIME_COLUMNS = KERNEL_COLUMNS + TRANSFORMERS_COLUMNS
 
 
 def _quartiles(q: list[float] | tuple[float, float] | None) -> str:

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure this layer shape instead of the preset's (repeatable), e.g. "
                              "mixtral-like:1024:3584:8:2:4096 (hidden, expert width, experts, native k, tokens)")
     parser.add_argument("--kernels", default=None, metavar="K1,K2", type=_kernels,
-                        help="adaptk matmul kernels to time (default: exact,onednn,onednn-packed)")
+                        help="adaptk matmul kernels to time (default: exact,onednn,onednn-packed,native; those that cannot run here are skipped)")
 
 
 def _kernels(value: str) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adaptk.experts.kernels import ExactMatmul, OneDNNMatmul, no_grad_needed
+from adaptk.experts.kernels import ExactMatmul, PackedKernel, no_grad_needed
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -39,7 +39,7 @@ def activate(experts: nn.Module, h: torch.Tensor) -> torch.Tensor:
     return experts._apply_gate(h) if experts.has_gate else experts.act_fn(h)
 
 
-def expert_mlp(experts: nn.Module, kernel: ExactMatmul | OneDNNMatmul, e: int, x: torch.Tensor) -> torch.Tensor:
+def expert_mlp(experts: nn.Module, kernel: ExactMatmul | PackedKernel, e: int, x: torch.Tensor) -> torch.Tensor:
     """Expert ``e``'s up projection, gate and down projection (biases included): x [c, H] -> [c, H_out]."""
     return kernel(False, e, activate(experts, kernel(True, e, x)))
 
@@ -105,7 +105,7 @@ def combine_slot(out: torch.Tensor, w: torch.Tensor, token: torch.Tensor, slot: 
 
 
 def mlp_combine(experts: nn.Module, hidden: torch.Tensor, token: torch.Tensor, w: torch.Tensor,
-                counts: list[int], kernel: ExactMatmul | OneDNNMatmul) -> torch.Tensor:
+                counts: list[int], kernel: ExactMatmul | PackedKernel) -> torch.Tensor:
     """For kernels that are not exact anyway: each expert's weighted rows added straight into a
     [T, H] accumulator (float32 for half types), with no [V, H] output buffer and no copy of the
     kernel's result into one. hidden [T, H], token/w [V] grouped by expert -> [T, H] in the

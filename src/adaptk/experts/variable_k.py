@@ -36,7 +36,7 @@ from torch import nn
 
 from adaptk.errors import KernelError
 from adaptk.experts.cpu_fast import activate, combine_expert, combine_slot, mlp_combine, mlp_rows
-from adaptk.experts.kernels import ExactMatmul, OneDNNMatmul
+from adaptk.experts.kernels import ExactMatmul, PackedKernel
 from adaptk.routing.counts import count_ids
 
 ORDERS = ("expert", "slot")
@@ -131,7 +131,7 @@ def variable_k_experts_forward(
     order: str = "slot",
     row_counter: torch.Tensor | None = None,
     sync_free: bool | None = None,
-    kernel: ExactMatmul | OneDNNMatmul | None = None,
+    kernel: ExactMatmul | PackedKernel | None = None,
 ) -> torch.Tensor:
     """hidden [T, H], index [T, K] (sentinel N = dropped), weights [T, K] -> [T, H].
 
@@ -174,7 +174,7 @@ def variable_k_experts_forward(
 
 
 def _cpu_forward(experts: nn.Module, hidden_states: torch.Tensor, top_k_weights: torch.Tensor,
-                 rows: GroupedRows, order: str, kernel: ExactMatmul | OneDNNMatmul | None) -> torch.Tensor:
+                 rows: GroupedRows, order: str, kernel: ExactMatmul | PackedKernel | None) -> torch.Tensor:
     """CPU: rows [V] hold kept slots only (sentinels sliced off). -> [T, H]."""
     w = top_k_weights[rows.token, rows.slot]  # [V]
     counts = rows.counts.tolist()  # [N] host ints, free on CPU
@@ -193,7 +193,7 @@ def _cpu_forward(experts: nn.Module, hidden_states: torch.Tensor, top_k_weights:
 
 
 def bind(experts: nn.Module, order: str, row_counter: torch.Tensor | None,
-         kernel: ExactMatmul | OneDNNMatmul | None = None) -> Callable[..., torch.Tensor]:
+         kernel: ExactMatmul | PackedKernel | None = None) -> Callable[..., torch.Tensor]:
     """A forward for one experts module instance (what ``adaptk.patch`` installs)."""
 
     def forward(hidden_states, top_k_index, top_k_weights, *args, **kwargs):

@@ -1,0 +1,142 @@
+"""adaptk's own small-row GEMM (``csrc/small_gemm.c``), compiled on first use for this CPU.
+
+A MoE layer hands each expert a few rows (8 at 512 tokens for 64 experts x top-1), where
+general GEMMs (MKL, oneDNN) run at half their speed: they re-lay out or re-read the weights
+for rows that do little work with them. This kernel keeps each expert's weights in column
+panels, streamed once per call (docs/performance.md measures it against oneDNN).
+
+The C file is compiled once per source, compiler, flags and CPU (``-march=native``) into a
+cache folder (``$ADAPTK_CACHE_DIR``, else ``$XDG_CACHE_HOME/adaptk``, else ``~/.cache/adaptk``)
+and loaded with ``ctypes``; no Python headers or torch headers are needed, only a C compiler
+with OpenMP (``$CC``, else ``cc``; gcc has it). ``NativeBuildError`` says what is missing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from adaptk.errors import KernelError
+
+log = logging.getLogger(__name__)
+
+FLAGS = ("-O3", "-march=native", "-std=gnu11", "-fopenmp", "-shared", "-fPIC")
+_ALIGN = 64  # bytes: the kernel loads packed panels with aligned 64-byte vector loads
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+
+
+class NativeBuildError(KernelError):
+    """The native kernel could not be compiled or loaded here."""
+
+
+def _source() -> bytes:
+    return (resources.files("adaptk.experts") / "csrc" / "small_gemm.c").read_bytes()
+
+
+def _cpu_fingerprint() -> str:
+    """What -march=native compiles for: the CPU model and flags (so a shared cache folder never
+    hands one CPU another's binary)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags", "Features"))]
+        return "\n".join(dict.fromkeys(lines))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("ADAPTK_CACHE_DIR")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adaptk"
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC", "cc")
+    path = shutil.which(cc)
+    if path is None:
+        raise NativeBuildError(f"the native kernel needs a C compiler, and {cc!r} is not on PATH: install gcc "
+                               "or clang (or set CC), or use kernel='onednn-packed'")
+    return path
+
+
+def build() -> Path:
+    """Compile ``small_gemm.c`` for this CPU unless the cache has it; return the library's path."""
+    cc, source = _compiler(), _source()
+    key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(FLAGS).encode(),
+                                     _cpu_fingerprint().encode()])).hexdigest()[:16]
+    lib = cache_dir() / f"small_gemm-{key}.so"
+    if lib.exists():
+        return lib
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+        src, out = Path(tmp) / "small_gemm.c", Path(tmp) / lib.name
+        src.write_bytes(source)
+        done = subprocess.run([cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise NativeBuildError(f"compiling the native kernel failed ({cc} {' '.join(FLAGS)}):\n"
+                                   f"{done.stderr.strip()}\nfix the compiler set-up, or use kernel='onednn-packed'")
+        os.replace(out, lib)  # atomic: a concurrent build of the same key writes the same bytes
+    log.info("adaptk: compiled the native kernel into %s", lib)
+    return lib
+
+
+@functools.cache
+def library() -> ctypes.CDLL:
+    """The compiled kernel, built on first call (``NativeBuildError`` if it cannot be)."""
+    lib = ctypes.CDLL(str(build()))
+    lib.adaptk_pack.argtypes = [_PTR, _I64, _I64, _I64, _I64, _PTR]
+    lib.adaptk_pack.restype = None
+    lib.adaptk_gemm.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _I64, _PTR, _I64, ctypes.c_int]
+    lib.adaptk_gemm.restype = None
+    return lib
+
+
+def unavailable() -> str | None:
+    """Why the native kernel cannot run here, or None if it can."""
+    try:
+        library()
+    except (NativeBuildError, OSError) as err:
+        return str(err)
+    return None
+
+
+class PackedWeight:
+    """One weight [N, K] (any strides, float32, CPU) in the kernel's panel layout."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        if w.dtype != torch.float32 or w.device.type != "cpu" or w.dim() != 2:
+            raise KernelError(f"the native kernel packs 2-D float32 CPU weights, got {w.dtype} {tuple(w.shape)} "
+                              f"on {w.device}; use kernel='onednn-packed' for bfloat16")
+        lib = library()
+        width = lib.adaptk_panel_width()
+        self.n, self.k = w.shape
+        floats = (self.n + width - 1) // width * width * self.k
+        raw = torch.empty(floats + _ALIGN // 4, dtype=torch.float32)
+        skip = (-raw.data_ptr() % _ALIGN) // 4
+        self.panels = raw[skip:skip + floats]  # [panels * K * width], 64-byte aligned
+        lib.adaptk_pack(w.data_ptr(), w.stride(0), w.stride(1), self.n, self.k, self.panels.data_ptr())
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x [m, K] float32 (rows contiguous) -> x @ W^T [m, N], on torch's intra-op thread
+        count (the same result on any count)."""
+        if x.dtype != torch.float32 or x.dim() != 2 or x.shape[1] != self.k:
+            raise KernelError(f"the native kernel multiplies float32 [m, {self.k}] rows, got {x.dtype} "
+                              f"{tuple(x.shape)}")
+        if x.stride(1) != 1:
+            x = x.contiguous()
+        y = torch.empty(x.shape[0], self.n, dtype=torch.float32)  # [m, N]: every element written
+        library().adaptk_gemm(x.data_ptr(), x.stride(0), x.shape[0], self.k, self.panels.data_ptr(),
+                              self.n, y.data_ptr(), self.n, torch.get_num_threads())
+        return y
