@@ -156,9 +156,10 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
 
     ``kernel`` picks what multiplies each expert's rows (``adaptk.experts.kernels.KERNELS``):
     "exact" (default) reproduces the unpatched model bit for bit when nothing is dropped;
-    "onednn" and "onednn-packed" are faster CPU inference kernels (not bit-identical;
-    "onednn-packed" holds a second copy of the expert weights). ``KernelError`` if the chosen
-    kernel cannot run on this model (device, dtype, torch build).
+    "native" (adaptk's small-row GEMM, compiled on first use; float32), "onednn" and
+    "onednn-packed" are faster CPU inference kernels (not bit-identical; "native" and
+    "onednn-packed" hold a second copy of the expert weights). ``KernelError`` if the chosen
+    kernel cannot run on this model (device, dtype, torch build, no C compiler).
 
     ``collect_stats=False`` skips the per-layer statistics (entropy moments, k histogram, expert
     counts, executed rows; a few microseconds per layer call), for serving;

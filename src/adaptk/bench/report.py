@@ -36,7 +36,7 @@ def layer_tables(layers: list[dict[str, Any]]) -> str:
         "### MoE layer: time(k mix) / time(fixed native k), each back-end against its own fixed-k time",
         "",
         *([f"\"matmul bound\": the experts' matmuls alone (kernel {bound}) on the same rows per expert, "
-           "no routing, gather or combine: what the matrix library allows. \"read bound\": the larger of "
+           "no routing, gather or combine: what that kernel allows. \"read bound\": the larger of "
            "the FLOP ratio and the time one streaming read of the touched experts' weights takes "
            "(at the speed measured in this run) over the fastest fixed-k time: what memory allows.", ""]
           if bound else []),

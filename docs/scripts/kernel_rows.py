@@ -1,11 +1,12 @@
 """Time one expert's two projections per row count, for each way of multiplying: MKL
-(``torch.mm``), oneDNN on the plain weights, oneDNN on packed weights, and packed weights with
-the row group padded to 4 (what ``onednn-packed`` does for 1-3 rows). One thread, process CPU
+(``torch.mm``), oneDNN on the plain weights, oneDNN on packed weights, packed weights with
+the row group padded to 4 (what ``onednn-packed`` does for 1-3 rows), and adaptk's ``native``
+small-row GEMM on its column panels (where it builds here). One thread, process CPU
 time, medians over repeats, each repeat cycling over several experts so that the weights come
 from memory as in a MoE layer.
 
-    python docs/scripts/onednn_rows.py --width 704 --experts 24
-    python docs/scripts/onednn_rows.py --width 3584 --experts 8
+    python docs/scripts/kernel_rows.py --width 704 --experts 24
+    python docs/scripts/kernel_rows.py --width 3584 --experts 8
 """
 
 from __future__ import annotations
@@ -43,12 +44,17 @@ def main() -> None:
         h = F.pad(h, (0, 0, 0, 4 - r)) if r < 4 else h.contiguous()
         return lp(h, wd, None, "none", [], "")[:r]
 
+    from adaptk.experts import native
+
     ways = {
         "mkl": lambda x, e: (x @ up[e].t())[:, : a.width] @ down[e].t(),
         "onednn": lambda x, e: dnn(x, up[e], down[e]),
         "packed": lambda x, e: dnn(x, pup[e], pdown[e]),
         "packed, padded to 4": lambda x, e: padded(x, pup[e], pdown[e]),
     }
+    if native.unavailable() is None:
+        nup, ndown = [native.PackedWeight(w) for w in up], [native.PackedWeight(w) for w in down]
+        ways["native"] = lambda x, e: ndown[e].matmul(nup[e].matmul(x)[:, : a.width])
     rows = [int(r) for r in a.rows.split(",")]
     times: dict[tuple[int, str], list[float]] = {}
     with torch.inference_mode():
