@@ -152,7 +152,7 @@ class OneDNNMatmul(PackedKernel):
         """x [c, in] -> [c, out] for expert ``e``, bias included."""
         w, b = self._weights(up, e, x)
         rows = x.shape[0]
-        x = x.to(_projection(self.experts, up)[0].dtype)
+        x = x.to(w.dtype)  # packed or plain, w keeps the weights' dtype
         if self.packed and rows < PAD_ROWS:
             x = F.pad(x, (0, 0, 0, PAD_ROWS - rows))  # [PAD_ROWS, in], zero rows appended
         return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")[:rows]  # [c, out]
@@ -222,13 +222,13 @@ def check_kernel(experts: nn.Module, name: str) -> None:
     if name not in KERNELS:
         raise KernelError(f"unknown kernel {name!r}; choose one of {sorted(KERNELS)}")
     spec = KERNELS[name]
-    if spec.unavailable is None:
+    if not spec.cpu_only and spec.unavailable is None:
         return
     w = _projection(experts, True)[0]
     if spec.cpu_only and w.device.type != "cpu":
         raise KernelError(f"kernel {name!r} runs on the CPU but the experts are on {w.device}; "
                           "use kernel='exact' there")
-    why = spec.unavailable(w)
+    why = spec.unavailable(w) if spec.unavailable is not None else None
     if why is not None:
         raise KernelError(f"kernel {name!r} {why}; use kernel='exact' or another kernel")
 

@@ -120,6 +120,7 @@ class PackedWeight:
             raise KernelError(f"the native kernel packs 2-D float32 CPU weights, got {w.dtype} {tuple(w.shape)} "
                               f"on {w.device}; use kernel='onednn-packed' for bfloat16")
         lib = library()
+        self._gemm = lib.adaptk_gemm  # bound once: matmul runs per expert and projection
         width = lib.adaptk_panel_width()
         self.n, self.k = w.shape
         floats = (self.n + width - 1) // width * width * self.k
@@ -137,6 +138,6 @@ class PackedWeight:
         if x.stride(1) != 1:
             x = x.contiguous()
         y = torch.empty(x.shape[0], self.n, dtype=torch.float32)  # [m, N]: every element written
-        library().adaptk_gemm(x.data_ptr(), x.stride(0), x.shape[0], self.k, self.panels.data_ptr(),
-                              self.n, y.data_ptr(), self.n, torch.get_num_threads())
+        self._gemm(x.data_ptr(), x.stride(0), x.shape[0], self.k, self.panels.data_ptr(),
+                   self.n, y.data_ptr(), self.n, torch.get_num_threads())
         return y
