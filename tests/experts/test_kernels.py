@@ -11,7 +11,7 @@ from torch.overrides import TorchFunctionMode
 import adaptk
 from adaptk.errors import KernelError
 from adaptk.experts.kernels import KERNELS, PAD_ROWS, kernel_for, onednn_available
-from adaptk.experts.native import PackedWeight
+from adaptk.experts.native import PackedExperts, PackedWeight
 from adaptk.experts.variable_k import variable_k_experts_forward
 from adaptk.models import find_moe_layers
 from tiny_models import tiny_model
@@ -48,8 +48,11 @@ def _routing(t, n, k, seed, drop, only=None):
     drop=st.sampled_from([0.0, 0.5, 1.0]),
     one_expert=st.booleans(),
     order=st.sampled_from(["slot", "expert"]),
+    group_rows=st.sampled_from([1, 3, 256]),
 )
-def test_fast_kernels_match_the_exact_back_end(family, kernel_dtype, t, seed, drop, one_expert, order):
+def test_fast_kernels_match_the_exact_back_end(family, kernel_dtype, t, seed, drop, one_expert, order, group_rows):
+    """``group_rows``: for a kernel that runs experts in groups (native), every expert alone,
+    runs of a few rows, or the whole layer in one call."""
     kernel, dtype = kernel_dtype
     experts = _experts(family, dtype)
     n = experts.num_experts
@@ -57,10 +60,12 @@ def test_fast_kernels_match_the_exact_back_end(family, kernel_dtype, t, seed, dr
     index, weights = _routing(t, n, k, seed, drop, only=0 if one_expert else None)
     x = torch.randn(t, experts.down_proj.shape[1 if not experts.is_transposed else 2],
                     generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
+    matmul = kernel_for(experts, kernel, order)
+    if hasattr(matmul, "grouped"):
+        matmul.group_rows = group_rows
     with torch.inference_mode():
         ref = variable_k_experts_forward(experts, x, index, weights.to(dtype), order=order)
-        got = variable_k_experts_forward(experts, x, index, weights.to(dtype), order=order,
-                                         kernel=kernel_for(experts, kernel, order))
+        got = variable_k_experts_forward(experts, x, index, weights.to(dtype), order=order, kernel=matmul)
     assert got.dtype == ref.dtype and got.shape == ref.shape
     torch.testing.assert_close(got.float(), ref.float(), **TOL[dtype])
 
@@ -72,13 +77,18 @@ class _RowSpy(TorchFunctionMode):
     def __init__(self, gate_up_rows, monkeypatch):
         super().__init__()
         self.rows, self.nonzero_rows, self.gate_up_rows = 0, 0, gate_up_rows
-        native_matmul = PackedWeight.matmul
+        native_matmul, native_grouped = PackedWeight.matmul, PackedExperts.grouped_matmul
 
         def spy(packed, x):
             self._count(x, packed.n)
             return native_matmul(packed, x)
 
+        def grouped_spy(packed, x, *args):
+            self._count(x, packed.n)
+            return native_grouped(packed, x, *args)
+
         monkeypatch.setattr(PackedWeight, "matmul", spy)
+        monkeypatch.setattr(PackedExperts, "grouped_matmul", grouped_spy)
 
     def _count(self, x, out_features):
         if out_features == self.gate_up_rows:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from adaptk.errors import KernelError
 from adaptk.experts import native
-from adaptk.experts.native import NativeBuildError, PackedWeight
+from adaptk.experts.native import NativeBuildError, PackedExperts, PackedWeight
 
 pytestmark = pytest.mark.skipif(native.unavailable() is not None, reason=f"no native kernel: {native.unavailable()}")
 
@@ -34,6 +34,43 @@ def test_matmul_matches_torch(m, n, k, transposed, strided_rows, seed):
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * k)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 30), min_size=1, max_size=6),
+    skip=st.integers(0, 2),
+    n=st.integers(1, 70),
+    k=st.integers(1, 40),
+    with_bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_grouped_matmul_matches_each_expert_alone(counts, skip, n, k, with_bias, seed):
+    """Runs of experts (some with no rows, the run starting ``skip`` experts in) in one call:
+    each group's rows times its own expert's weights, plus its bias, against float64."""
+    g = torch.Generator().manual_seed(seed)
+    e = skip + len(counts)
+    w = torch.randn(e, n, k, generator=g)
+    bias = torch.randn(e, n, generator=g) if with_bias else None
+    x = torch.randn(sum(counts), k, generator=g)
+    offset = 5  # starts need not begin at 0: they are read relative to the first
+    starts = torch.tensor([offset, *(offset + sum(counts[:i + 1]) for i in range(len(counts)))])
+    got = PackedExperts(list(w)).grouped_matmul(x, skip, starts, bias)
+    ref = torch.cat([x[s - offset:t - offset].double() @ w[skip + i].double().t()
+                     + (bias[skip + i].double() if with_bias else 0)
+                     for i, (s, t) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist()))])
+    assert got.shape == (sum(counts), n)
+    torch.testing.assert_close(got, ref.float(), rtol=1e-5, atol=1e-5 * (k + 1))
+
+
+def test_grouped_matmul_refuses_starts_that_do_not_fit():
+    packed = PackedExperts([torch.randn(4, 3), torch.randn(4, 3)])
+    x = torch.randn(5, 3)
+    for first, starts in [(0, torch.tensor([0, 2, 4])),  # 4 rows for 5
+                          (1, torch.tensor([0, 2, 5])),  # experts 1 and 2 of 2
+                          (0, torch.tensor([0, 2, 5], dtype=torch.int32))]:
+        with pytest.raises(KernelError, match="grouped_matmul takes"):
+            packed.grouped_matmul(x, first, starts)
+
+
 def test_every_row_block_size_and_a_partial_panel():
     """1..3 row blocks of each size the kernel specialises, and outputs past a 32-column panel."""
     lib = native.library()
@@ -48,7 +85,7 @@ def test_every_row_block_size_and_a_partial_panel():
 def test_bad_inputs_say_what_to_do():
     with pytest.raises(KernelError, match="onednn-packed"):
         PackedWeight(torch.randn(4, 4, dtype=torch.bfloat16))
-    with pytest.raises(KernelError, match=r"float32 \[m, 4\]"):
+    with pytest.raises(KernelError, match=r"float32 CPU rows \[m, 4\]"):
         PackedWeight(torch.randn(4, 4)).matmul(torch.randn(2, 5))
 
 

@@ -17,7 +17,7 @@ from adaptk.bench.memory import peak_bytes
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
 from adaptk.bench.timing import interleaved_samples, paired_quartiles
 from adaptk.errors import KernelError
-from adaptk.experts.cpu_fast import expert_mlp
+from adaptk.experts.cpu_fast import expert_runs, row_starts, run_mlp
 from adaptk.experts.kernels import check_kernel, kernel_for
 from adaptk.experts.strategies import grouped_by_k_experts_forward, padded_experts_forward
 from adaptk.experts.variable_k import GroupedRows, variable_k_experts_forward
@@ -121,12 +121,11 @@ def _matmul_only_fns(experts: torch.nn.Module, hidden: torch.Tensor, cases: dict
 
 
 def _matmuls(experts: torch.nn.Module, x: torch.Tensor, counts: list[int], matmul) -> None:
-    """Each expert's two projections and activation on its rows of x [V, H]; results dropped."""
-    start = 0
-    for e, c in enumerate(counts):
-        if c:
-            expert_mlp(experts, matmul, e, x[start:start + c])
-        start += c
+    """Each expert's two projections and activation on its rows of x [V, H], in the calls the
+    back-end makes (runs of experts for a kernel with ``grouped``); results dropped."""
+    starts = row_starts(counts)
+    for first, end, r0, r1 in expert_runs(counts, matmul.group_rows):
+        run_mlp(experts, matmul, first, end, starts, x[r0:r1])
 
 
 def _weight_bytes(experts: torch.nn.Module) -> int:

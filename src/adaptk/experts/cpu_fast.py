@@ -15,7 +15,9 @@ being mirrored (transformers' ``eager`` for order="expert", ``grouped_mm`` for o
   the order of the adds matters and torch's ``sum`` picks it, so the buffer is kept (unless the
   kernel is not exact anyway).
 - ``mlp_combine`` (kernels that are not exact anyway): the two steps in one loop, each expert's
-  weighted rows added into the [T, H] accumulator as soon as they are computed.
+  weighted rows added into the [T, H] accumulator as soon as they are computed. A kernel with
+  ``grouped`` (native) takes runs of consecutive experts in one call (``expert_runs``), up to
+  its ``group_rows`` rows, so that a layer of 64 small experts is a few calls, not 64.
 - ``combine_expert``: rows weighted in place and added into the hidden dtype expert by expert,
   as the eager loop's ``index_add_`` calls do (one call per expert for half types, whose
   single-call ``index_add_`` rounds repeated tokens only once).
@@ -25,6 +27,9 @@ Shapes: T tokens, K slots, V kept slots (rows), H hidden, I expert width.
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -42,6 +47,34 @@ def activate(experts: nn.Module, h: torch.Tensor) -> torch.Tensor:
 def expert_mlp(experts: nn.Module, kernel: ExactMatmul | PackedKernel, e: int, x: torch.Tensor) -> torch.Tensor:
     """Expert ``e``'s up projection, gate and down projection (biases included): x [c, H] -> [c, H_out]."""
     return kernel(False, e, activate(experts, kernel(True, e, x)))
+
+
+def expert_runs(counts: list[int], group_rows: int) -> Iterator[tuple[int, int, int, int]]:
+    """(first expert, end expert, first row, end row) of runs of consecutive experts, each closed
+    as soon as it holds ``group_rows`` rows (1: every expert with rows alone). A run starts and
+    ends at an expert with rows; experts with none inside a run cost nothing."""
+    first, start, pos, last = -1, 0, 0, -1
+    for e, c in enumerate(counts):
+        if c == 0:
+            continue
+        if first < 0:
+            first, start = e, pos
+        pos, last = pos + c, e
+        if pos - start >= group_rows:
+            yield first, e + 1, start, pos
+            first = -1
+    if first >= 0:
+        yield first, last + 1, start, pos
+
+
+def run_mlp(experts: nn.Module, kernel: PackedKernel, first: int, end: int, starts: torch.Tensor,
+            x: torch.Tensor) -> torch.Tensor:
+    """The MLP of experts [first, end) on their rows x [c, H] (``starts`` int64 [N+1]: where each
+    expert's rows begin, over all experts) -> [c, H_out], biases included."""
+    if end - first == 1:
+        return expert_mlp(experts, kernel, first, x)
+    run = starts[first:end + 1]  # [G+1]
+    return kernel.grouped(False, first, run, activate(experts, kernel.grouped(True, first, run, x)))
 
 
 def mlp_rows(experts: nn.Module, x: torch.Tensor, counts: list[int], order: str,
@@ -113,17 +146,18 @@ def mlp_combine(experts: nn.Module, hidden: torch.Tensor, token: torch.Tensor, w
     acc_dtype = torch.float32 if hidden.dtype in _HALF else hidden.dtype
     acc = torch.zeros(hidden.shape[0], hidden.shape[1], dtype=acc_dtype, device=hidden.device)  # [T, H]
     norm = experts.has_post_expert_norm
-    start = 0
-    for e, c in enumerate(counts):
-        if c == 0:
-            continue
-        end = start + c
-        rows = token[start:end]  # [c]
-        y = expert_mlp(experts, kernel, e, hidden.index_select(0, rows))  # [c, H], bias included
+    starts = row_starts(counts)
+    for first, end, r0, r1 in expert_runs(counts, kernel.group_rows):
+        rows = token[r0:r1]  # [c]
+        y = run_mlp(experts, kernel, first, end, starts, hidden.index_select(0, rows))  # [c, H], bias included
         y = experts.post_expert_norm(y) if norm else y
-        acc.index_add_(0, rows, _weighted(y, w[start:end]).to(acc_dtype))
-        start = end
+        acc.index_add_(0, rows, _weighted(y, w[r0:r1]).to(acc_dtype))
     return acc.to(hidden.dtype)
+
+
+def row_starts(counts: list[int]) -> torch.Tensor:
+    """int64 [N+1]: the first row of each expert's group, then the row count."""
+    return torch.tensor([0, *itertools.accumulate(counts)], dtype=torch.int64)
 
 
 def combine_expert(out: torch.Tensor, w: torch.Tensor, token: torch.Tensor, counts: list[int],

@@ -98,8 +98,9 @@ def library() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(build()))
     lib.adaptk_pack.argtypes = [_PTR, _I64, _I64, _I64, _I64, _PTR]
     lib.adaptk_pack.restype = None
-    lib.adaptk_gemm.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _I64, _PTR, _I64, ctypes.c_int]
-    lib.adaptk_gemm.restype = None
+    lib.adaptk_grouped_gemm.argtypes = [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _I64, _I64, _I64, _PTR, _I64,
+                                        ctypes.c_int]
+    lib.adaptk_grouped_gemm.restype = None
     return lib
 
 
@@ -112,6 +113,13 @@ def unavailable() -> str | None:
     return None
 
 
+def _check_rows(x: torch.Tensor, k: int) -> torch.Tensor:
+    if x.dtype != torch.float32 or x.dim() != 2 or x.shape[1] != k or x.device.type != "cpu":
+        raise KernelError(f"the native kernel multiplies float32 CPU rows [m, {k}], got {x.dtype} "
+                          f"{tuple(x.shape)} on {x.device}")
+    return x if x.stride(1) == 1 else x.contiguous()
+
+
 class PackedWeight:
     """One weight [N, K] (any strides, float32, CPU) in the kernel's panel layout."""
 
@@ -120,7 +128,7 @@ class PackedWeight:
             raise KernelError(f"the native kernel packs 2-D float32 CPU weights, got {w.dtype} {tuple(w.shape)} "
                               f"on {w.device}; use kernel='onednn-packed' for bfloat16")
         lib = library()
-        self._gemm = lib.adaptk_gemm  # bound once: matmul runs per expert and projection
+        self._gemm = lib.adaptk_grouped_gemm  # bound once: it runs per layer and projection
         width = lib.adaptk_panel_width()
         self.n, self.k = w.shape
         floats = (self.n + width - 1) // width * width * self.k
@@ -128,16 +136,50 @@ class PackedWeight:
         skip = (-raw.data_ptr() % _ALIGN) // 4
         self.panels = raw[skip:skip + floats]  # [panels * K * width], 64-byte aligned
         lib.adaptk_pack(w.data_ptr(), w.stride(0), w.stride(1), self.n, self.k, self.panels.data_ptr())
+        self._address = (ctypes.c_int64 * 1)(self.panels.data_ptr())
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x [m, K] float32 (rows contiguous) -> x @ W^T [m, N], on torch's intra-op thread
         count (the same result on any count)."""
-        if x.dtype != torch.float32 or x.dim() != 2 or x.shape[1] != self.k:
-            raise KernelError(f"the native kernel multiplies float32 [m, {self.k}] rows, got {x.dtype} "
-                              f"{tuple(x.shape)}")
-        if x.stride(1) != 1:
-            x = x.contiguous()
+        x = _check_rows(x, self.k)
         y = torch.empty(x.shape[0], self.n, dtype=torch.float32)  # [m, N]: every element written
-        self._gemm(x.data_ptr(), x.stride(0), x.shape[0], self.k, self.panels.data_ptr(),
-                   self.n, y.data_ptr(), self.n, torch.get_num_threads())
+        starts = (ctypes.c_int64 * 2)(0, x.shape[0])
+        self._gemm(x.data_ptr(), x.stride(0), starts, 1, self._address, None, 0, self.k, self.n,
+                   y.data_ptr(), self.n, torch.get_num_threads())
+        return y
+
+
+class PackedExperts:
+    """One projection of every expert ([E, N, K] weights, any strides) packed for
+    ``grouped_matmul``: all the experts' rows of a layer in one call."""
+
+    def __init__(self, weights: list[torch.Tensor]) -> None:
+        self.experts = [PackedWeight(w) for w in weights]
+        self.n, self.k = (self.experts[0].n, self.experts[0].k) if weights else (0, 0)
+        # [E] int64: where each expert's panels lie, handed to C as it is
+        self.addresses = torch.tensor([p.panels.data_ptr() for p in self.experts], dtype=torch.int64)
+        self._gemm = library().adaptk_grouped_gemm
+
+    def __getitem__(self, e: int) -> PackedWeight:
+        return self.experts[e]
+
+    def grouped_matmul(self, x: torch.Tensor, first: int, starts: torch.Tensor,
+                       bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows of experts ``first``, ``first + 1``, ...: x [V, K] float32, grouped by expert, the
+        rows of group g being [starts[g], starts[g+1]) - starts[0] (starts int64 [G+1], CPU)
+        -> x @ W_e^T (+ bias [E, N] of e) per group, [V, N]; torch's intra-op thread count."""
+        x = _check_rows(x, self.k)
+        groups = starts.numel() - 1
+        if (starts.dtype != torch.int64 or starts.device.type != "cpu" or not starts.is_contiguous() or groups < 0
+                or not 0 <= first <= len(self.experts) - groups or int(starts[-1] - starts[0]) != x.shape[0]):
+            raise KernelError(f"grouped_matmul takes contiguous int64 CPU starts [G+1] of experts {first}.. within "
+                              f"{len(self.experts)} experts, spanning the {x.shape[0]} rows of x; got "
+                              f"{starts.dtype} {tuple(starts.shape)}")
+        y = torch.empty(x.shape[0], self.n, dtype=torch.float32)  # [V, N]: every row of a group written
+        if bias is not None:
+            bias = bias.to(torch.float32).contiguous()
+        self._gemm(x.data_ptr(), x.stride(0), starts.data_ptr(), groups,
+                   self.addresses.data_ptr() + 8 * first,
+                   bias[first].data_ptr() if bias is not None else None, self.n,
+                   self.k, self.n, y.data_ptr(), self.n, torch.get_num_threads())
         return y
