@@ -1,7 +1,8 @@
 """Who multiplies one expert's rows on the CPU: the registry of matmul kernels.
 
-The variable-K back-end runs experts one at a time on contiguous row groups (``cpu_fast``). What
-does each group's two projections is a kernel:
+The variable-K back-end runs experts one at a time on contiguous row groups (``cpu_fast``), or
+runs of consecutive experts per call for a kernel with ``grouped``. What does the groups' two
+projections is a kernel:
 
 - ``exact`` (default): the very calls of the back-end being replaced (``torch.mm`` as CPU
   ``grouped_mm`` does, or ``F.linear`` as the eager loop does), so that keeping every slot gives

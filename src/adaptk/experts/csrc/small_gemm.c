@@ -21,7 +21,7 @@
  * it: with 11-12 rows it was 7-13 % faster; with 1-10 it gained nothing, or the hardware
  * prefetcher alone was up to 15 % faster (64 experts 1024 -> 1024 and 512 -> 1024, one thread,
  * on the CPU of docs/performance.md) */
-#define PREFETCH_ROWS 11
+#define PREFETCH_ROWS 11  /* (so never where MR = 4) */
 #if defined(__AVX512F__)
 #define MR 12
 #else
