@@ -1,6 +1,8 @@
 """The native small-row GEMM against torch's matmul, over shapes that cross every row block and
 column panel boundary, weight layouts and strides; and its build errors."""
 
+import platform
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -20,15 +22,20 @@ pytestmark = pytest.mark.skipif(native.unavailable() is not None, reason=f"no na
     k=st.integers(1, 70),
     transposed=st.booleans(),
     strided_rows=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
     seed=st.integers(0, 2**16),
 )
-def test_matmul_matches_torch(m, n, k, transposed, strided_rows, seed):
+def test_matmul_matches_torch(m, n, k, transposed, strided_rows, dtype, seed):
+    """float32 or bfloat16 weights (used exactly, so the reference is the bfloat16 values in
+    float64), float32 sums; rows float32, or bfloat16 where the CPU has bfloat16 dot products."""
     g = torch.Generator().manual_seed(seed)
-    w = torch.randn(k, n, generator=g).t() if transposed else torch.randn(n, k, generator=g)  # [n, k]
+    w = (torch.randn(k, n, generator=g).t() if transposed else torch.randn(n, k, generator=g)).to(dtype)  # [n, k]
     x = torch.randn(m, 2 * k if strided_rows else k, generator=g)[:, :k]  # rows with a stride > k
     packed = PackedWeight(w)
     got = packed.matmul(x)
     assert got.shape == (m, n) and got.dtype == torch.float32
+    if packed.pairs:  # bfloat16 dot products: the rows are rounded to bfloat16, as torch's bf16 mm does
+        x = x.to(torch.bfloat16)
     ref = (x.double() @ w.double().t()).float()
     # sequential float32 sums over k: within k float32 ulps of the float64 result
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * k)
@@ -41,24 +48,48 @@ def test_matmul_matches_torch(m, n, k, transposed, strided_rows, seed):
     n=st.integers(1, 70),
     k=st.integers(1, 40),
     with_bias=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
     seed=st.integers(0, 2**16),
 )
-def test_grouped_matmul_matches_each_expert_alone(counts, skip, n, k, with_bias, seed):
+def test_grouped_matmul_matches_each_expert_alone(counts, skip, n, k, with_bias, dtype, seed):
     """Runs of experts (some with no rows, the run starting ``skip`` experts in) in one call:
     each group's rows times its own expert's weights, plus its bias, against float64."""
     g = torch.Generator().manual_seed(seed)
     e = skip + len(counts)
-    w = torch.randn(e, n, k, generator=g)
+    w = torch.randn(e, n, k, generator=g).to(dtype)
     bias = torch.randn(e, n, generator=g) if with_bias else None
     x = torch.randn(sum(counts), k, generator=g)
     offset = 5  # starts need not begin at 0: they are read relative to the first
     starts = torch.tensor([offset, *(offset + sum(counts[:i + 1]) for i in range(len(counts)))])
-    got = PackedExperts(list(w)).grouped_matmul(x, skip, starts, bias)
+    packed = PackedExperts(list(w))
+    got = packed.grouped_matmul(x, skip, starts, bias)
+    x = x.to(torch.bfloat16) if packed.pairs else x
     ref = torch.cat([x[s - offset:t - offset].double() @ w[skip + i].double().t()
                      + (bias[skip + i].double() if with_bias else 0)
                      for i, (s, t) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist()))])
     assert got.shape == (sum(counts), n)
     torch.testing.assert_close(got, ref.float(), rtol=1e-5, atol=1e-5 * (k + 1))
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not native.library().adaptk_bf16_pairs(),
+                    reason="the bfloat16 dot-product build is the one to switch off here")
+def test_bfloat16_without_dot_products_widens_the_weights(monkeypatch, tmp_path):
+    """The other bfloat16 path, as a CPU without AVX512-BF16 builds it: weights widened to
+    float32 as they are loaded, float32 rows (not rounded), every row block and an odd K."""
+    monkeypatch.setenv("ADAPTK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "FLAGS", (*native.FLAGS, "-mno-avx512bf16"))
+    native.library.cache_clear()
+    try:
+        assert native.library().adaptk_bf16_pairs() == 0
+        w = torch.randn(3, 45, 33).to(torch.bfloat16)
+        packed = PackedExperts(list(w))
+        counts = [13, 0, 7]
+        x = torch.randn(sum(counts), 33)
+        got = packed.grouped_matmul(x, 0, torch.tensor([0, 13, 13, 20]))
+        ref = torch.cat([x[:13].double() @ w[0].double().t(), x[13:].double() @ w[2].double().t()])
+        torch.testing.assert_close(got, ref.float(), rtol=1e-5, atol=1e-4)
+    finally:
+        native.library.cache_clear()
 
 
 def test_grouped_matmul_refuses_starts_that_do_not_fit():
@@ -83,9 +114,9 @@ def test_every_row_block_size_and_a_partial_panel():
 
 
 def test_bad_inputs_say_what_to_do():
-    with pytest.raises(KernelError, match="onednn-packed"):
-        PackedWeight(torch.randn(4, 4, dtype=torch.bfloat16))
-    with pytest.raises(KernelError, match=r"float32 CPU rows \[m, 4\]"):
+    with pytest.raises(KernelError, match="float32 or bfloat16 CPU weights.*kernel='exact'"):
+        PackedWeight(torch.randn(4, 4, dtype=torch.float16))
+    with pytest.raises(KernelError, match=r"floating-point CPU rows \[m, 4\]"):
         PackedWeight(torch.randn(4, 4)).matmul(torch.randn(2, 5))
 
 

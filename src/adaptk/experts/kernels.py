@@ -18,11 +18,13 @@ projections is a kernel:
   the padding rows are zero and dropped from the output, never added to anything).
 - ``native``: adaptk's own small-row GEMM (``adaptk.experts.native``, C compiled on first use
   for this CPU), each expert's weights re-laid out once into column panels that one call
-  streams once; float32 only, the threads share out the panels. It runs the rows of many
+  streams once; float32 or bfloat16 weights (bfloat16 streamed as it is, half the bytes, and
+  widened exactly to float32 in registers), float32 sums; the threads share out the panels. It runs the rows of many
   experts in one call (``grouped``, runs of up to ``GROUP_ROWS`` rows), so a layer of 64
   experts with 8 rows each is two calls per projection instead of 64. At the 1-16 rows per expert
   of fine-grained MoE layers it is up to 1.6x faster than oneDNN packed on the CPU of
-  docs/performance.md; within ~1e-6 relative of the exact kernel (sequential float32 sums).
+  docs/performance.md; within ~1e-6 relative of the exact kernel in float32 (sequential float32
+  sums), within bfloat16 rounding in bfloat16 (each projection rounded once, from float32).
 
 The oneDNN and native kernels run where autograd records nothing (inference); under autograd
 they raise ``KernelError`` rather than silently switching arithmetic.
@@ -176,7 +178,7 @@ class OneDNNMatmul(PackedKernel):
 
 class NativeMatmul(PackedKernel):
     """adaptk's small-row GEMM (``adaptk.experts.native``) on weights packed into column panels:
-    float32, CPU, torch's intra-op thread count. ``grouped`` runs the rows of many experts in
+    float32 or bfloat16 weights, float32 sums, CPU, torch's intra-op thread count. ``grouped`` runs the rows of many experts in
     one call (no per-expert overhead: at 8 rows per expert that overhead was ~15 % of a layer)."""
 
     group_rows = GROUP_ROWS
@@ -186,15 +188,18 @@ class NativeMatmul(PackedKernel):
 
     def grouped(self, up: bool, first: int, starts: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """x [V, in] holding the rows of experts first, first + 1, ... (group g: rows
-        [starts[g], starts[g+1]) - starts[0]) -> [V, out], biases included."""
+        [starts[g], starts[g+1]) - starts[0]) -> [V, out] in the weights' dtype, biases included
+        (summed in float32, rounded once)."""
         b_all = self._ready(up, x)
-        return (self._up if up else self._down).grouped_matmul(x.to(torch.float32), first, starts, b_all)
+        packed = self._up if up else self._down
+        y = packed.grouped_matmul(x, first, starts, b_all)  # [V, out] float32
+        return y.to(packed.experts[first].dtype)
 
     def __call__(self, up: bool, e: int, x: torch.Tensor) -> torch.Tensor:
         """x [c, in] -> [c, out] for expert ``e``, bias included."""
         w, b = self._weights(up, e, x)
-        y = w.matmul(x.to(torch.float32))  # [c, out]
-        return y.add_(b) if b is not None else y
+        y = w.matmul(x)  # [c, out] float32
+        return (y.add_(b) if b is not None else y).to(w.dtype)
 
 
 def _onednn_unavailable(w: torch.Tensor) -> str | None:
@@ -206,8 +211,8 @@ def _onednn_unavailable(w: torch.Tensor) -> str | None:
 
 
 def _native_unavailable(w: torch.Tensor) -> str | None:
-    if w.dtype != torch.float32:
-        return f"supports float32 weights, got {w.dtype} (kernel='onednn-packed' runs bfloat16)"
+    if w.dtype not in native.DTYPES:
+        return f"supports float32 and bfloat16 weights, got {w.dtype}"
     return native.unavailable()
 
 
