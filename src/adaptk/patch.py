@@ -156,7 +156,7 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
 
     ``kernel`` picks what multiplies each expert's rows (``adaptk.experts.kernels.KERNELS``):
     "exact" (default) reproduces the unpatched model bit for bit when nothing is dropped;
-    "native" (adaptk's small-row GEMM, compiled on first use; float32), "onednn" and
+    "native" (adaptk's small-row GEMM, compiled on first use; float32 and bfloat16), "onednn" and
     "onednn-packed" are faster CPU inference kernels (not bit-identical; "native" and
     "onednn-packed" hold a second copy of the expert weights). ``KernelError`` if the chosen
     kernel cannot run on this model (device, dtype, torch build, no C compiler).
