@@ -11,6 +11,11 @@
  * (-O3 -march=native -fopenmp): AVX-512 gets MR = 12 (24 accumulators in 32 registers), other
  * targets MR = 4. Summation over k is sequential per output, in float32, so the result does not
  * depend on the number of threads (the panels are shared out among them).
+ *
+ * bfloat16 weights stay bfloat16 in the panels (half the bytes to stream). With AVX512-BF16 the
+ * panels hold k in pairs and the rows are bfloat16 too: vdpbf16ps multiplies a pair of k per
+ * instruction into float32 sums. Without it the weights are widened to float32 exactly as they
+ * are loaded and the rows are float32.
  */
 #include <stdint.h>
 #include <string.h>
