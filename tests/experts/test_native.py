@@ -145,3 +145,27 @@ def test_the_build_is_cached_per_source_and_cpu(monkeypatch, tmp_path):
     assert native.build() == first and first.stat().st_mtime_ns == mtime  # not compiled again
     monkeypatch.setattr(native, "_cpu_fingerprint", lambda: "another cpu")
     assert native.build() != first  # another CPU: another binary
+
+
+def test_builds_script_prints_a_table(capsys, monkeypatch, tmp_path):
+    """docs/scripts/native_builds.py (the prefetch comparison in docs/performance.md) runs, and
+    the kernel is the shipped build again afterwards."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("ADAPTK_CACHE_DIR", str(tmp_path))
+    script = Path(__file__).resolve().parents[2] / "docs" / "scripts" / "native_builds.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--build=", "--build=-DPREFETCH_ROWS=1", "--hidden", "16",
+                                      "--width", "8", "--experts", "2", "--rows", "1,13", "--repeats", "1"])
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "| rows per expert | as shipped | -DPREFETCH_ROWS=1 |"
+    assert [line.split(" | ")[0] for line in out[3:]] == ["| 1", "| 13"]
+    assert "-DPREFETCH_ROWS=1" not in native.FLAGS
+    assert Path(native.library()._name) == native.build()  # the shipped build, not the last variant
+

@@ -178,8 +178,9 @@ class OneDNNMatmul(PackedKernel):
 
 class NativeMatmul(PackedKernel):
     """adaptk's small-row GEMM (``adaptk.experts.native``) on weights packed into column panels:
-    float32 or bfloat16 weights, float32 sums, CPU, torch's intra-op thread count. ``grouped`` runs the rows of many experts in
-    one call (no per-expert overhead: at 8 rows per expert that overhead was ~15 % of a layer)."""
+    float32 or bfloat16 weights, float32 sums, CPU, torch's intra-op thread count. ``grouped``
+    runs the rows of a run of experts in one call, so the per-expert work in Python is paid
+    per run (docs/performance.md)."""
 
     group_rows = GROUP_ROWS
 

@@ -29,10 +29,11 @@
 #define NR 32
 #define PREFETCH 16  /* panel rows (k steps) ahead */
 /* software prefetch of the panel in the first row block only, and only from this many rows in
- * it: with 11-12 rows it was 7-13 % faster; with 1-10 it gained nothing, or the hardware
- * prefetcher alone was up to 15 % faster (64 experts 1024 -> 1024 and 512 -> 1024, one thread,
- * on the CPU of docs/performance.md) */
-#define PREFETCH_ROWS 11  /* (so never where MR = 4) */
+ * it (so never where MR = 4): below that the hardware prefetcher alone was as fast or faster
+ * (docs/performance.md; docs/scripts/native_builds.py compares builds with -DPREFETCH_ROWS=...) */
+#ifndef PREFETCH_ROWS
+#define PREFETCH_ROWS 11
+#endif
 #if defined(__AVX512F__)
 #define MR 12
 #else

@@ -1,0 +1,73 @@
+"""Compare builds of the native kernel (``-D`` settings of ``small_gemm.c``) side by side in one
+process: the same packed weights, the same rows, each build's grouped call timed in turn. One
+thread, process CPU time, medians over repeats; every expert gets the same number of rows.
+
+    python docs/scripts/native_builds.py --build= --build=-DPREFETCH_ROWS=99 --rows 8,12,16,24,64
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from adaptk.experts import native
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", action="append", required=True,
+                   help="extra compiler flags of one build, written --build=-DPREFETCH_ROWS=99 (--build= : as "
+                        "shipped); repeatable")
+    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--width", type=int, default=512, help="expert width (intermediate size)")
+    p.add_argument("--experts", type=int, default=64)
+    p.add_argument("--rows", default="1,8,12,16,24,64", help="rows per expert, comma-separated")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--repeats", type=int, default=7)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    shipped = native.FLAGS
+    gemms, pairs = {}, {}
+    try:
+        for flags in a.build:
+            native.FLAGS = shipped + tuple(flags.split())
+            native.library.cache_clear()
+            lib = native.library()
+            gemms[flags or "as shipped"] = lib.adaptk_grouped_gemm
+            pairs[flags or "as shipped"] = lib.adaptk_bf16_pairs()
+    finally:
+        native.FLAGS = shipped
+        native.library.cache_clear()
+    dtype = getattr(torch, a.dtype)
+    up = native.PackedExperts([torch.randn(2 * a.width, a.hidden).to(dtype) for _ in range(a.experts)])
+    down = native.PackedExperts([torch.randn(a.hidden, a.width).to(dtype) for _ in range(a.experts)])
+    if dtype == torch.bfloat16 and set(pairs.values()) != {int(up.pairs)}:
+        p.error("these builds pack bfloat16 weights differently (one has AVX512-BF16 off): compare them in float32")
+    print(f"ms per call of all {a.experts} experts, both projections, hidden {a.hidden}, width {a.width}, "
+          f"{a.dtype}, medians of {a.repeats}")
+    print("| rows per expert | " + " | ".join(gemms) + " |")
+    print("|---" * (len(gemms) + 1) + "|")
+    for rows in (int(r) for r in a.rows.split(",")):
+        starts = torch.arange(0, a.experts * rows + 1, rows, dtype=torch.int64)  # [E+1]
+        x = torch.randn(a.experts * rows, a.hidden)
+        h = torch.randn(a.experts * rows, a.width)
+        xs = [native._rows(x, a.hidden, up.pairs), native._rows(h, a.width, up.pairs)]
+        samples: dict[str, list[float]] = {name: [] for name in gemms}
+        for _ in range(a.repeats + 1):
+            for name, gemm in gemms.items():
+                start = time.process_time()
+                for packed, rows_in in zip((up, down), xs):
+                    y = torch.empty(rows_in.shape[0], packed.n)
+                    gemm(rows_in.data_ptr(), rows_in.stride(0), starts.data_ptr(), a.experts,
+                         packed.addresses.data_ptr(), None, 0, packed.k, packed.n, y.data_ptr(), packed.n,
+                         packed.bf16, 1)
+                samples[name].append(time.process_time() - start)
+        cells = [f"{statistics.median(s[1:]) * 1e3:.2f}" for s in samples.values()]  # first: warm-up
+        print(f"| {rows} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
