@@ -15,6 +15,7 @@ from adaptk.bench.memory import peak_bytes
 from adaptk.bench.report import render_markdown, write
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
 from adaptk.bench.timing import interleaved, paired_quartiles
+from doc_scripts import run_doc_script
 
 TINY = LayerShape("tiny", 32, 48, 8, 2, 24)
 
@@ -195,16 +196,6 @@ def test_touched_fraction_ignores_sentinels():
 
 def test_router_time_script_runs(capsys, monkeypatch):
     """docs/scripts/router_time.py (the hot-loop router timings of docs/performance.md) runs."""
-    import runpy
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "docs" / "scripts" / "router_time.py"
-    monkeypatch.setattr(sys, "argv", [str(script), "--hidden", "32", "--tokens", "3", "--calls", "10"])
-    threads = torch.get_num_threads()
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    finally:
-        torch.set_num_threads(threads)
-    names = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    out = run_doc_script("router_time.py", ["--hidden", "32", "--tokens", "3", "--calls", "10"], monkeypatch, capsys)
+    names = [line.split(":")[0] for line in out]
     assert names == ["router native top-k", "router adaptive", "router adaptive no stats"]

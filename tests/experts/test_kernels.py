@@ -14,6 +14,7 @@ from adaptk.experts.kernels import KERNELS, PAD_ROWS, kernel_for, onednn_availab
 from adaptk.experts.native import PackedExperts, PackedWeight
 from adaptk.experts.variable_k import variable_k_experts_forward
 from adaptk.models import find_moe_layers
+from doc_scripts import run_doc_script
 from tiny_models import tiny_model
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
@@ -191,19 +192,8 @@ def test_a_new_patch_reuses_live_packed_weights_and_frees_them_with_the_handle()
 @pytest.mark.skipif(not onednn_available(), reason="needs oneDNN")
 def test_rows_script_prints_a_table(capsys, monkeypatch):
     """docs/scripts/kernel_rows.py (the per-row timings behind the packing and padding) runs."""
-    import runpy
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "docs" / "scripts" / "kernel_rows.py"
-    monkeypatch.setattr(sys, "argv", [str(script), "--hidden", "16", "--width", "8", "--experts", "2",
-                                      "--rows", "1,5", "--repeats", "1"])
-    threads = torch.get_num_threads()
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    finally:
-        torch.set_num_threads(threads)
-    out = capsys.readouterr().out.splitlines()
+    out = run_doc_script("kernel_rows.py", ["--hidden", "16", "--width", "8", "--experts", "2", "--rows", "1,5",
+                                            "--repeats", "1"], monkeypatch, capsys)
     from adaptk.experts import native
 
     extra = " native |" if native.unavailable() is None else ""

@@ -2,6 +2,7 @@
 column panel boundary, weight layouts and strides; and its build errors."""
 
 import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from adaptk.errors import KernelError
 from adaptk.experts import native
 from adaptk.experts.native import NativeBuildError, PackedExperts, PackedWeight
+from doc_scripts import run_doc_script
 
 pytestmark = pytest.mark.skipif(native.unavailable() is not None, reason=f"no native kernel: {native.unavailable()}")
 
@@ -150,22 +152,11 @@ def test_the_build_is_cached_per_source_and_cpu(monkeypatch, tmp_path):
 def test_builds_script_prints_a_table(capsys, monkeypatch, tmp_path):
     """docs/scripts/native_builds.py (the prefetch comparison in docs/performance.md) runs, and
     the kernel is the shipped build again afterwards."""
-    import runpy
-    import sys
-    from pathlib import Path
-
     monkeypatch.setenv("ADAPTK_CACHE_DIR", str(tmp_path))
-    script = Path(__file__).resolve().parents[2] / "docs" / "scripts" / "native_builds.py"
-    monkeypatch.setattr(sys, "argv", [str(script), "--build=", "--build=-DPREFETCH_ROWS=1", "--hidden", "16",
-                                      "--width", "8", "--experts", "2", "--rows", "1,13", "--repeats", "1"])
-    threads = torch.get_num_threads()
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    finally:
-        torch.set_num_threads(threads)
-    out = capsys.readouterr().out.splitlines()
+    out = run_doc_script("native_builds.py", ["--build=", "--build=-DPREFETCH_ROWS=1", "--hidden", "16", "--width",
+                                              "8", "--experts", "2", "--rows", "1,13", "--repeats", "1"],
+                         monkeypatch, capsys)
     assert out[1] == "| rows per expert | as shipped | -DPREFETCH_ROWS=1 |"
     assert [line.split(" | ")[0] for line in out[3:]] == ["| 1", "| 13"]
     assert "-DPREFETCH_ROWS=1" not in native.FLAGS
     assert Path(native.library()._name) == native.build()  # the shipped build, not the last variant
-
