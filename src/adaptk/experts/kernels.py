@@ -19,9 +19,10 @@ projections is a kernel:
 - ``native``: adaptk's own small-row GEMM (``adaptk.experts.native``, C compiled on first use
   for this CPU), each expert's weights re-laid out once into column panels that one call
   streams once; float32 or bfloat16 weights (bfloat16 streamed as it is, half the bytes, and
-  widened exactly to float32 in registers), float32 sums; the threads share out the panels. It runs the rows of many
-  experts in one call (``grouped``, runs of up to ``GROUP_ROWS`` rows), so a layer of 64
-  experts with 8 rows each is two calls per projection instead of 64. At the 1-16 rows per expert
+  multiplied with AVX512-BF16 dot products where the CPU has them, else widened exactly to
+  float32), float32 sums; the threads share out the panels. It runs the rows of many experts
+  in one call (``grouped``, runs of up to ``GROUP_ROWS`` rows), so a layer of 64 experts with
+  8 rows each is two calls per projection instead of 64. At the 1-16 rows per expert
   of fine-grained MoE layers it is up to 1.6x faster than oneDNN packed on the CPU of
   docs/performance.md; within ~1e-6 relative of the exact kernel in float32 (sequential float32
   sums), within bfloat16 rounding in bfloat16 (each projection rounded once, from float32).

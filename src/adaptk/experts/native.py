@@ -130,7 +130,7 @@ def _rows(x: torch.Tensor, k: int, pairs: bool) -> torch.Tensor:
     x = x.to(torch.bfloat16)
     if k % 2:
         return F.pad(x, (0, 1))  # [m, K + 1], contiguous
-    return x if x.stride(1) == 1 and x.stride(0) % 2 == 0 else x.contiguous()  # pairs 4-byte aligned
+    return x if x.stride(1) == 1 else x.contiguous()
 
 
 DTYPES = (torch.float32, torch.bfloat16)  # weights; the arithmetic is float32 either way
@@ -138,8 +138,9 @@ DTYPES = (torch.float32, torch.bfloat16)  # weights; the arithmetic is float32 e
 
 class PackedWeight:
     """One weight [N, K] (any strides, float32 or bfloat16, CPU) in the kernel's panel layout.
-    bfloat16 weights stay bfloat16 in the panels (half the bytes to stream) and are widened to
-    float32 exactly as they are loaded; rows and sums are float32."""
+    bfloat16 weights stay bfloat16 in the panels (half the bytes to stream): multiplied with
+    bfloat16 dot products on bfloat16 rows where the CPU has them (``pairs``), else widened to
+    float32 exactly as they are loaded; the sums are float32."""
 
     def __init__(self, w: torch.Tensor) -> None:
         if w.dtype not in DTYPES or w.device.type != "cpu" or w.dim() != 2:
