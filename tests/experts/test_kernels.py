@@ -11,7 +11,7 @@ from torch.overrides import TorchFunctionMode
 import adaptk
 from adaptk.errors import KernelError
 from adaptk.experts.kernels import KERNELS, PAD_ROWS, kernel_for, onednn_available
-from adaptk.experts.native import PackedExperts, PackedWeight
+from adaptk.experts.native import PackedExperts
 from adaptk.experts.variable_k import variable_k_experts_forward
 from adaptk.models import find_moe_layers
 from doc_scripts import run_doc_script
@@ -77,17 +77,12 @@ class _RowSpy(TorchFunctionMode):
     def __init__(self, gate_up_rows, monkeypatch):
         super().__init__()
         self.rows, self.nonzero_rows, self.gate_up_rows = 0, 0, gate_up_rows
-        native_matmul, native_grouped = PackedWeight.matmul, PackedExperts.grouped_matmul
-
-        def spy(packed, x):
-            self._count(x, packed.n)
-            return native_matmul(packed, x)
+        native_grouped = PackedExperts.grouped_matmul
 
         def grouped_spy(packed, x, *args):
             self._count(x, packed.n)
             return native_grouped(packed, x, *args)
 
-        monkeypatch.setattr(PackedWeight, "matmul", spy)
         monkeypatch.setattr(PackedExperts, "grouped_matmul", grouped_spy)
 
     def _count(self, x, out_features):

@@ -70,11 +70,13 @@ def expert_runs(counts: list[int], group_rows: int) -> Iterator[tuple[int, int, 
 def run_mlp(experts: nn.Module, kernel: PackedKernel, first: int, end: int, starts: torch.Tensor,
             x: torch.Tensor) -> torch.Tensor:
     """The MLP of experts [first, end) on their rows x [c, H] (``starts`` int64 [N+1]: where each
-    expert's rows begin, over all experts) -> [c, H_out], biases included."""
-    if end - first == 1:
+    expert's rows begin, over all experts) -> [c, H_out], biases included: one ``grouped`` call
+    per projection for a kernel that has it, else one expert (a run of one) per call."""
+    grouped = getattr(kernel, "grouped", None)
+    if grouped is None:
         return expert_mlp(experts, kernel, first, x)
     run = starts[first:end + 1]  # [G+1]
-    return kernel.grouped(False, first, run, activate(experts, kernel.grouped(True, first, run, x)))
+    return grouped(False, first, run, activate(experts, grouped(True, first, run, x)))
 
 
 def mlp_rows(experts: nn.Module, x: torch.Tensor, counts: list[int], order: str,

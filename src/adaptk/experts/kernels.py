@@ -194,14 +194,7 @@ class NativeMatmul(PackedKernel):
         (summed in float32, rounded once)."""
         b_all = self._ready(up, x)
         packed = self._up if up else self._down
-        y = packed.grouped_matmul(x, first, starts, b_all)  # [V, out] float32
-        return y.to(packed.experts[first].dtype)
-
-    def __call__(self, up: bool, e: int, x: torch.Tensor) -> torch.Tensor:
-        """x [c, in] -> [c, out] for expert ``e``, bias included."""
-        w, b = self._weights(up, e, x)
-        y = w.matmul(x)  # [c, out] float32
-        return (y.add_(b) if b is not None else y).to(w.dtype)
+        return packed.grouped_matmul(x, first, starts, b_all).to(packed.dtype)  # [V, out]
 
 
 def _onednn_unavailable(w: torch.Tensor) -> str | None:

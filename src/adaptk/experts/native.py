@@ -181,14 +181,12 @@ class PackedExperts:
         if len({(p.n, p.k, p.dtype) for p in self.experts}) > 1:
             raise KernelError("PackedExperts takes weights of one shape and dtype")
         self.n, self.k = (self.experts[0].n, self.experts[0].k) if weights else (0, 0)
+        self.dtype = self.experts[0].dtype if weights else torch.float32
         self.bf16 = self.experts[0].bf16 if weights else 0
         self.pairs = self.experts[0].pairs if weights else False
         # [E] int64: where each expert's panels lie, handed to C as it is
         self.addresses = torch.tensor([p.panels.data_ptr() for p in self.experts], dtype=torch.int64)
         self._gemm = library().adaptk_grouped_gemm
-
-    def __getitem__(self, e: int) -> PackedWeight:
-        return self.experts[e]
 
     def grouped_matmul(self, x: torch.Tensor, first: int, starts: torch.Tensor,
                        bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -204,9 +202,9 @@ class PackedExperts:
                               f"{starts.dtype} {tuple(starts.shape)}")
         y = torch.empty(x.shape[0], self.n, dtype=torch.float32)  # [V, N]: every row of a group written
         if bias is not None:
-            bias = bias.to(torch.float32).contiguous()
+            bias = bias[first:first + groups].to(torch.float32).contiguous()  # [G, N]: the run's experts only
         self._gemm(x.data_ptr(), x.stride(0), starts.data_ptr(), groups,
                    self.addresses.data_ptr() + 8 * first,
-                   bias[first].data_ptr() if bias is not None else None, self.n,
+                   bias.data_ptr() if bias is not None else None, self.n,
                    self.k, self.n, y.data_ptr(), self.n, self.bf16, torch.get_num_threads())
         return y
