@@ -112,7 +112,7 @@ def decide(
         cand_scores = rank_scores.gather(1, cand)  # [T, K]
         order = torch.sort(cand_scores, dim=-1, descending=True, stable=True).indices  # [T, K]
         position = torch.empty_like(order).scatter_(
-            1, order, torch.arange(kmax, device=cand.device).expand(t, kmax)
+            1, order, _arange(kmax, cand.device).expand(t, kmax)
         )  # [T, K] rank of each native slot
     top_probs = top_vals if sorted_topk and top_vals is not None and rank_scores is probs else None
     entropy = entropy_nats(probs)  # [T]
