@@ -60,3 +60,22 @@ def test_pending_updates_hold_no_autograd_graph():
     e = torch.rand(4, requires_grad=True) * 1.0
     s.update(e, *_calls([4])[0][1:])
     assert not s._pending[0][0].requires_grad
+
+
+def test_deferred_logit_checks_count_nonfinite_tokens_across_folds():
+    sizes = [1] * (FOLD_TOKENS + 3) + [7]
+    calls = _calls(sizes)
+    s = LayerStats(0, "layer", N, 2, K, torch.device("cpu"))
+    g = torch.Generator().manual_seed(3)
+    bad = 0
+    for i, call in enumerate(calls):
+        logits = torch.randn(call[0].shape[0], N, generator=g)
+        if i % 5 == 0:  # NaN, +Inf and -Inf in one token each
+            logits[0, i % N] = (float("nan"), float("inf"), float("-inf"))[i % 3]
+            bad += 1
+        s.update(*call, logits=logits.requires_grad_())
+    assert s._pending_logits and not any(t.requires_grad for t in s._pending_logits)
+    report = s.report()
+    assert report.nonfinite_tokens == bad and report.tokens == sum(sizes)
+    s.reset()
+    assert s.report().nonfinite_tokens == 0

@@ -69,7 +69,9 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
     def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
         scores = family.scores(router, hidden_states)
         if check == "eager":  # one reduction and one host read; the per-token count only on failure
-            if not math.isfinite(float(scores.logits.detach().sum(dtype=torch.float32))):
+            logits = scores.logits
+            total = logits.sum() if logits.dtype == torch.float32 else logits.sum(dtype=torch.float32)
+            if not math.isfinite(total.item()):
                 bad = ~torch.isfinite(scores.logits).all(dim=-1)  # [T]
                 if bool(bad.any()):
                     raise RoutingInputError(
@@ -77,13 +79,11 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
                         f"{bad.shape[0]} tokens; adaptk will not route them. Check the weights and inputs "
                         "(fp16 overflow is a common cause: try bfloat16 or float32)."
                     )
-        elif stats is not None:  # deferred: counted on the device, no sync
-            stats.nonfinite += (~torch.isfinite(scores.logits).all(dim=-1)).sum()
         sel = decide(policy, scores.probs, scores.rank, layer=index, native_k=native_k,
                      sorted_topk=family.sorted_topk, candidates=family.candidates)
         weights = family.weights(router, scores, sel, hidden_states.dtype)
-        if stats is not None:
-            stats.update(sel.entropy, sel.candidates, sel.drop)
+        if stats is not None:  # deferred: the logits' NaN/Inf tokens are counted on the device at the fold
+            stats.update(sel.entropy, sel.candidates, sel.drop, scores.logits if check == "deferred" else None)
         return scores.logits, weights, sel.indices
 
     return forward

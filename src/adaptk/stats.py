@@ -37,6 +37,11 @@ class LayerReport:
         return {**asdict(self), "compute_fraction": self.compute_fraction}
 
 
+def _detached(t: torch.Tensor) -> torch.Tensor:
+    """``t`` without its autograd history (``detach`` only where there is one: it is an op)."""
+    return t.detach() if t.requires_grad else t
+
+
 FOLD_TOKENS = 1024  # pending tokens (or calls) after which a layer's small-batch updates are folded
 
 
@@ -65,15 +70,20 @@ class LayerStats:
         self.matmul_rows = z(self.num_experts)
         self.nonfinite = z(())
         self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._pending_logits: list[torch.Tensor] = []  # deferred finite checks, counted at the fold
         self._pending_tokens = 0
 
-    def update(self, entropy: torch.Tensor, candidates: torch.Tensor, drop: torch.Tensor) -> None:
+    def update(self, entropy: torch.Tensor, candidates: torch.Tensor, drop: torch.Tensor,
+               logits: torch.Tensor | None = None) -> None:
         """entropy [T] f32, candidates [T, K] int64, drop [T, K] bool (the slots not kept): the
         router's own tensors of this call, which nothing changes later (the indices handed to
-        the model are not kept, in case a model edits them in place)."""
+        the model are not kept, in case a model edits them in place). ``logits`` [T, N], if
+        given, are checked for NaN/Inf at the fold (the deferred check: no op per call)."""
         t = entropy.shape[0]
         self.tokens += t
-        self._pending.append((entropy.detach(), candidates, drop))  # no autograd graph kept alive
+        self._pending.append((_detached(entropy), candidates, drop))  # no autograd graph kept alive
+        if logits is not None:
+            self._pending_logits.append(_detached(logits))
         self._pending_tokens += t
         if self._pending_tokens >= FOLD_TOKENS or len(self._pending) >= FOLD_TOKENS:
             self._fold()
@@ -87,6 +97,10 @@ class LayerStats:
         else:
             entropy, candidates, drop = (torch.cat(parts) for parts in zip(*self._pending))  # [T'], [T', K] x2
         self._pending, self._pending_tokens = [], 0
+        if self._pending_logits:
+            logits = torch.cat(self._pending_logits) if len(self._pending_logits) > 1 else self._pending_logits[0]
+            self._pending_logits = []
+            self.nonfinite += (~torch.isfinite(logits).all(dim=-1)).sum()  # tokens with a NaN/Inf logit
         e = entropy.double()  # [T']
         self.entropy_moments += torch.stack((e.sum(), e.dot(e)))
         k = drop.shape[-1] - drop.sum(dim=-1)  # [T'] experts kept
