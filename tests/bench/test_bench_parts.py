@@ -194,8 +194,10 @@ def test_touched_fraction_ignores_sentinels():
     assert _touched_fraction(index, 8) == 2 / 8
 
 
-def test_router_time_script_runs(capsys, monkeypatch):
+@pytest.mark.parametrize("check", ["auto", "deferred"])
+def test_router_time_script_runs(capsys, monkeypatch, check):
     """docs/scripts/router_time.py (the hot-loop router timings of docs/performance.md) runs."""
-    out = run_doc_script("router_time.py", ["--hidden", "32", "--tokens", "3", "--calls", "10"], monkeypatch, capsys)
+    out = run_doc_script("router_time.py", ["--hidden", "32", "--tokens", "3", "--calls", "10", "--check", check],
+                         monkeypatch, capsys)
     names = [line.split(":")[0] for line in out]
     assert names == ["router native top-k", "router adaptive", "router adaptive no stats"]

@@ -76,11 +76,12 @@ def transformers_backend(name: str) -> Callable[..., torch.Tensor]:
     return call
 
 
-def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitStack) -> dict[str, Callable[[], Any]]:
+def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitStack, check_finite: str = "auto"
+                 ) -> dict[str, Callable[[], Any]]:
     """The router alone, as models run it: transformers' own ``MixtralTopKRouter`` (native top-k)
     vs copies patched by ``adaptk.patch`` with an entropy policy (scores, finite check, entropy,
-    k, masking, weights), with and without the patch's statistics. The patches stay in place
-    until ``stack`` closes."""
+    k, masking, weights), with and without the patch's statistics (``check_finite`` as
+    ``adaptk.patch`` takes it). The patches stay in place until ``stack`` closes."""
     import adaptk
     from transformers.models.mixtral.modeling_mixtral import MixtralTopKRouter
 
@@ -100,7 +101,7 @@ def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitSta
         holder = torch.nn.Module()  # a MoE block with no experts to run: only its router is timed
         holder.gate, holder.experts = router, torch.nn.Module()
         holder.eval()
-        stack.enter_context(adaptk.patch(holder, policy, collect_stats=collect))
+        stack.enter_context(adaptk.patch(holder, policy, collect_stats=collect, check_finite=check_finite))
     native, patched, lean = routers
     return {"router native top-k": lambda: native(tokens.hidden), "router adaptive": lambda: patched(tokens.hidden),
             "router adaptive no stats": lambda: lean(tokens.hidden)}
