@@ -1,9 +1,14 @@
-"""Time the router alone in a hot loop, as ``adaptk bench`` builds it: transformers'
-``MixtralTopKRouter`` and copies patched by ``adaptk.patch`` with an entropy policy, with and
-without the patch's statistics. One thread, microseconds per call, medians of 7.
+"""Time the router alone, as ``adaptk bench`` builds it: transformers' ``MixtralTopKRouter``
+and copies patched by ``adaptk.patch`` with an entropy policy, with and without the patch's
+statistics, routed by the fused step (the default) and by the torch ops
+(``fused_routing=False``), side by side in one process. One thread, microseconds per call,
+medians of 7 interleaved samples: in a hot loop, or (``--after-layer``) each call right after a
+call of the experts layer of the same shape (``native`` kernel where it builds, every token at
+k=1), as a model runs its routers.
 
     python docs/scripts/router_time.py --tokens 1
     python docs/scripts/router_time.py --tokens 1 --check deferred
+    python docs/scripts/router_time.py --tokens 1 --after-layer
 """
 
 from __future__ import annotations
@@ -16,34 +21,52 @@ import time
 import torch
 
 from adaptk.bench.config import LayerShape
-from adaptk.bench.layer import _routing_fns
-from adaptk.bench.synthetic import make_tokens
+from adaptk.bench.layer import _adaptk, _after_layer_fns, _routing_fns, kernel_runs, kernel_variant
+from adaptk.bench.synthetic import apply_k, make_experts, make_tokens
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--width", type=int, default=3584, help="expert width (with --after-layer)")
     p.add_argument("--experts", type=int, default=8)
     p.add_argument("--top-k", type=int, default=2)
     p.add_argument("--tokens", type=int, default=1)
-    p.add_argument("--calls", type=int, default=5000, help="calls per sample")
+    p.add_argument("--calls", type=int, default=5000, help="calls per sample (with --after-layer: 200)")
     p.add_argument("--check", choices=["auto", "eager", "deferred"], default="auto",
                    help="the patch's NaN/Inf check (auto: eager on the CPU, as adaptk bench runs it)")
+    p.add_argument("--after-layer", action="store_true", help="time each call right after a layer call")
     a = p.parse_args()
     torch.set_num_threads(1)
-    shape = LayerShape("router", a.hidden, 4 * a.hidden, a.experts, a.top_k, a.tokens)
+    shape = LayerShape("router", a.hidden, a.width, a.experts, a.top_k, a.tokens)
     tokens = make_tokens(shape, torch.float32, torch.device("cpu"), seed=0)
+    calls = a.calls
+    if a.after_layer:  # the layer: built (and its weights packed) outside inference mode, as the bench does
+        experts = make_experts(shape, torch.float32, torch.device("cpu"), seed=0)
+        layer_fn = kernel_variant(experts, "native") if kernel_runs(experts, "native") else _adaptk
+        index, weights = apply_k(tokens.index, tokens.weights, torch.ones(a.tokens, dtype=torch.long), a.experts)
+        calls = a.calls if a.calls != p.get_default("calls") else 200
     with contextlib.ExitStack() as stack, torch.inference_mode():
-        for name, fn in _routing_fns(shape, tokens, a.top_k, stack, a.check).items():
-            for _ in range(a.calls // 10):
+        fns = _routing_fns(shape, tokens, a.top_k, stack, a.check)
+        torch_ops = _routing_fns(shape, tokens, a.top_k, stack, a.check, fused_routing=False)
+        fns |= {f"{name}, torch ops": fn for name, fn in torch_ops.items() if name != "router native top-k"}
+        if a.after_layer:
+            fns = _after_layer_fns(fns, lambda: layer_fn(experts, tokens.hidden, index, weights), "wall", calls)
+        samples: dict[str, list[float]] = {name: [] for name in fns}
+        for fn in fns.values():  # warm-up
+            for _ in range(1 if a.after_layer else max(1, calls // 10)):
                 fn()
-            samples = []
-            for _ in range(7):
+        for _ in range(7):
+            for name, fn in fns.items():
+                if a.after_layer:
+                    samples[name].append(fn() * 1e6)
+                    continue
                 start = time.perf_counter()
-                for _ in range(a.calls):
+                for _ in range(calls):
                     fn()
-                samples.append((time.perf_counter() - start) / a.calls * 1e6)
-            print(f"{name}: {statistics.median(samples):.1f} us")
+                samples[name].append((time.perf_counter() - start) / calls * 1e6)
+        for name, s in samples.items():
+            print(f"{name}: {statistics.median(s):.1f} us")
 
 
 if __name__ == "__main__":

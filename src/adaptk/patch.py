@@ -25,7 +25,10 @@ from adaptk.errors import PatchError, RoutingInputError
 from adaptk.experts.kernels import kernel_for
 from adaptk.experts.variable_k import bind as bind_experts
 from adaptk.experts.variable_k import register_with_transformers
+from adaptk.models.families import RenormalisedTopK
 from adaptk.models.registry import MoELayer, find_moe_layers
+from adaptk.routing import fused
+from adaptk.routing.entropy import entropy_nats
 from adaptk.routing.policies import Policy
 from adaptk.routing.select import decide
 from adaptk.stats import LayerStats, PatchReport
@@ -62,12 +65,58 @@ def _experts_order(experts: nn.Module) -> str:
     return "expert" if impl == "eager" else "slot"
 
 
-def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, check: str) -> Callable[..., Any]:
+def _fused_step(layer: MoELayer, policy: Policy, check: str) -> Callable[..., Any] | None:
+    """The routing step as one C call (``adaptk.routing.fused``) where the family ranks experts
+    by their softmax probabilities and weights them by those (``RenormalisedTopK``), the policy
+    is a step function of the entropy, and the router is on the CPU; None where not (or where it
+    cannot be compiled: the torch ops give the same bits). The returned function gives
+    (selection, weights), or None for a call the torch ops must route (a tie, a NaN/Inf logit:
+    the torch path then raises or counts as it does)."""
+    family, router = layer.family, layer.router
+    spec = family.weights
+    if (not isinstance(spec, RenormalisedTopK) or not family.sorted_topk or family.candidates is not None
+            or router.weight.device.type != "cpu"):
+        return None
+    tau = policy.rank_thresholds(layer.index, layer.native_k, router.weight.device)
+    if tau is None or tau.numel() > fused.MAX_K:
+        return None
+    why = fused.unavailable()
+    if why is not None:
+        log.info("adaptk: routing with torch ops (the fused step is unavailable: %s)", why)
+        return None
+    k, renorm = tau.numel(), spec.renormalises(router)
+    check_logits = check == "eager"
+
+    def step(scores, hidden_dtype: torch.dtype):
+        probs, logits = scores.probs, scores.logits
+        if scores.rank is not probs or not fused.eligible(probs, logits, k):
+            return None
+        out = fused.route_topk(probs, entropy_nats(probs), tau, logits if check_logits else None,
+                               renormalise=renorm and k <= 2)
+        if out.status != fused.OK:
+            return None
+        w = out.weights
+        if renorm and k > 2:  # torch's own sum, as RenormalisedTopK: same bits
+            w = w / w.sum(dim=-1, keepdim=True)
+        return out.selection, spec.cast(w, scores, hidden_dtype)
+
+    return step
+
+
+def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, check: str,
+                    fused_routing: bool = True) -> Callable[..., Any]:
     router, family = layer.router, layer.family
     native_k, index, name = layer.native_k, layer.index, layer.name
+    step = _fused_step(layer, policy, check) if fused_routing else None
 
     def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
         scores = family.scores(router, hidden_states)
+        done = step(scores, hidden_states.dtype) if step is not None else None
+        if done is not None:  # the fused step: the same bits as the torch ops below
+            sel, weights = done
+            if stats is not None:
+                stats.update(sel.entropy, sel.candidates, sel.drop, scores.logits if check == "deferred" else None)
+            return scores.logits, weights, sel.indices
         if check == "eager":  # one reduction and one host read; the per-token count only on failure
             logits = scores.logits
             total = logits.sum() if logits.dtype == torch.float32 else logits.sum(dtype=torch.float32)
@@ -93,7 +142,7 @@ class PatchHandle:
     """What ``patch`` returns: a context manager whose exit (or ``unpatch()``) restores the model."""
 
     def __init__(self, model: nn.Module, policy: Policy, layers: list[MoELayer], check: str,
-                 kernel: str = "exact", collect_stats: bool = True) -> None:
+                 kernel: str = "exact", collect_stats: bool = True, fused_routing: bool = True) -> None:
         self.model, self.policy, self.layers, self.kernel = model, policy, layers, kernel
         self.collect_stats = collect_stats
         self._stats: list[LayerStats] = []
@@ -105,7 +154,7 @@ class PatchHandle:
                                policy.kmax(layer.native_k), device)
             self._stats.append(stats)
             self._installed.append(_Installed(
-                layer.router, _routed_forward(layer, policy, stats if collect_stats else None, check)))
+                layer.router, _routed_forward(layer, policy, stats if collect_stats else None, check, fused_routing)))
             order = _experts_order(layer.experts)
             matmul = kernel_for(layer.experts, kernel, order)
             self.kernels.append(matmul)
@@ -147,7 +196,7 @@ class PatchHandle:
 
 
 def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kernel: str = "exact",
-          collect_stats: bool = True) -> PatchHandle:
+          collect_stats: bool = True, fused_routing: bool = True) -> PatchHandle:
     """Route every MoE layer of ``model`` through ``policy``; returns a ``PatchHandle``.
 
     ``check_finite``: "eager" raises ``RoutingInputError`` at once on NaN/Inf router logits (one
@@ -164,6 +213,12 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
     ``collect_stats=False`` skips the per-layer statistics (entropy moments, k histogram, expert
     counts, executed rows; a few microseconds per layer call), for serving;
     ``stats()`` then raises ``PatchError``, and NaN/Inf tokens are not counted in deferred mode.
+
+    ``fused_routing`` (default True): on the CPU, route softmax top-k families (Mixtral, Qwen-MoE,
+    OLMoE, Jamba, ...) under a policy whose k is a step function of the entropy
+    (``FixedTopK``, ``EntropyThreshold``) with one C call per layer call
+    (``adaptk.routing.fused``: the same bits as the torch ops, which it hands back any call it
+    cannot promise them for); False: the torch ops only.
     """
     if not isinstance(policy, Policy):
         raise TypeError(
@@ -183,4 +238,4 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
     if model.training:
         log.warning("adaptk routes deterministically; the router's training-time noise/sampling is not applied")
     register_with_transformers()
-    return PatchHandle(model, policy, layers, check_finite, kernel, collect_stats)
+    return PatchHandle(model, policy, layers, check_finite, kernel, collect_stats, fused_routing)

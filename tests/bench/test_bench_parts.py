@@ -109,11 +109,14 @@ def test_run_bench_and_report(tmp_path):
     assert layer["matmul_bound"]["kernel"] in ("exact", "onednn-packed", "native") and layer["matmul_bound"]["half k=1"] > 0
     assert layer["read_bound"]["half k=1"] >= layer["flop_ratio"]["half k=1"] and layer["read_bound"]["weights_gb_per_s"] > 0
     assert layer["routing"]["added_share"] < layer["routing"]["share_of_adaptive_layer"]
+    cold = layer["routing"]["after_layer"]
+    assert 0 < cold["share_of_adaptive_layer"] < 1 and cold["native_s"] > 0
     q1, q3 = layer["ratio_quartiles"]["adaptk | half k=1"]
     assert 0 < q1 <= q3
     md = render_markdown(result)
     assert "| tiny H32 I48 8x top-2 T24 | half k=1 | 0.750 |" in md
     assert "| tiny H32 I48 8x top-2 T24 | half k=1 | " + f"{q1:.3f}-{q3:.3f}" in md
+    assert f"| {100 * cold['share_of_adaptive_layer']:.2f}% / {100 * cold['share_no_stats']:.2f}% / " in md
     jpath, mpath = write(result, tmp_path)
     assert json.loads(jpath.read_text())["preset"] == "test" and mpath.read_text() == md
 
@@ -194,10 +197,34 @@ def test_touched_fraction_ignores_sentinels():
     assert _touched_fraction(index, 8) == 2 / 8
 
 
-@pytest.mark.parametrize("check", ["auto", "deferred"])
-def test_router_time_script_runs(capsys, monkeypatch, check):
-    """docs/scripts/router_time.py (the hot-loop router timings of docs/performance.md) runs."""
-    out = run_doc_script("router_time.py", ["--hidden", "32", "--tokens", "3", "--calls", "10", "--check", check],
-                         monkeypatch, capsys)
+@pytest.mark.parametrize(("check", "after"), [("auto", False), ("deferred", False), ("auto", True)])
+def test_router_time_script_runs(capsys, monkeypatch, check, after):
+    """docs/scripts/router_time.py (the router timings of docs/performance.md) runs."""
+    args = ["--hidden", "32", "--width", "16", "--tokens", "3", "--calls", "10", "--check", check]
+    out = run_doc_script("router_time.py", args + (["--after-layer"] if after else []), monkeypatch, capsys)
     names = [line.split(":")[0] for line in out]
-    assert names == ["router native top-k", "router adaptive", "router adaptive no stats"]
+    expected = ["router native top-k", "router adaptive", "router adaptive no stats",
+                "router adaptive, torch ops", "router adaptive no stats, torch ops"]
+    assert names == [f"{n} after a layer call" for n in expected] if after else expected
+
+
+def test_after_layer_routers_time_only_the_router(monkeypatch):
+    """Each (layer, router) pair: the layer runs untimed, the router's span is averaged."""
+    from adaptk.bench import layer as layer_mod
+
+    clock = {"t": 0.0}
+    calls = []
+
+    def layer():
+        calls.append("layer")
+        clock["t"] += 100.0
+
+    def router():
+        calls.append("router")
+        clock["t"] += 2.5
+
+    monkeypatch.setitem(layer_mod.CLOCKS, "fake", lambda: clock["t"])
+    fns = layer_mod._after_layer_fns({"router x": router}, layer, "fake", calls=3)
+    assert list(fns) == ["router x after a layer call"]
+    assert fns["router x after a layer call"]() == 2.5
+    assert calls == ["layer", "router"] * 3

@@ -15,7 +15,7 @@ import torch
 from adaptk.bench.config import BenchConfig, LayerShape, default_mixes
 from adaptk.bench.memory import peak_bytes
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
-from adaptk.bench.timing import interleaved_samples, paired_quartiles
+from adaptk.bench.timing import CLOCKS, interleaved_samples, paired_quartiles
 from adaptk.errors import KernelError
 from adaptk.experts.cpu_fast import expert_runs, row_starts, run_mlp
 from adaptk.experts.kernels import check_kernel, kernel_for
@@ -76,12 +76,13 @@ def transformers_backend(name: str) -> Callable[..., torch.Tensor]:
     return call
 
 
-def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitStack, check_finite: str = "auto"
-                 ) -> dict[str, Callable[[], Any]]:
+def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitStack, check_finite: str = "auto",
+                 fused_routing: bool = True) -> dict[str, Callable[[], Any]]:
     """The router alone, as models run it: transformers' own ``MixtralTopKRouter`` (native top-k)
     vs copies patched by ``adaptk.patch`` with an entropy policy (scores, finite check, entropy,
-    k, masking, weights), with and without the patch's statistics (``check_finite`` as
-    ``adaptk.patch`` takes it). The patches stay in place until ``stack`` closes."""
+    k, masking, weights), with and without the patch's statistics (``check_finite`` and
+    ``fused_routing`` as ``adaptk.patch`` takes them). The patches stay in place until ``stack``
+    closes."""
     import adaptk
     from transformers.models.mixtral.modeling_mixtral import MixtralTopKRouter
 
@@ -101,10 +102,41 @@ def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitSta
         holder = torch.nn.Module()  # a MoE block with no experts to run: only its router is timed
         holder.gate, holder.experts = router, torch.nn.Module()
         holder.eval()
-        stack.enter_context(adaptk.patch(holder, policy, collect_stats=collect, check_finite=check_finite))
+        stack.enter_context(adaptk.patch(holder, policy, collect_stats=collect, check_finite=check_finite,
+                                         fused_routing=fused_routing))
     native, patched, lean = routers
     return {"router native top-k": lambda: native(tokens.hidden), "router adaptive": lambda: patched(tokens.hidden),
             "router adaptive no stats": lambda: lean(tokens.hidden)}
+
+
+def _after_layer_fns(routers: dict[str, Callable[[], Any]], layer: Callable[[], Any], clock: str, calls: int
+                     ) -> dict[str, Callable[[], float]]:
+    """Each router timed alone right after an (untimed) call of the layer, as a model runs it:
+    once per layer per step, with the caches the experts leave behind. Each function reports
+    its own span: the mean over ``calls`` such (layer, router) pairs."""
+    now = CLOCKS[clock]
+
+    def timed(router: Callable[[], Any]) -> Callable[[], float]:
+        def run() -> float:
+            total = 0.0
+            for _ in range(calls):
+                layer()
+                start = now()
+                router()
+                total += now() - start
+            return total / calls
+
+        return run
+
+    return {f"{name} after a layer call": timed(fn) for name, fn in routers.items()}
+
+
+def _shares(router: float, lean: float, native: float, layer: float) -> dict[str, float]:
+    """The routing step's share of (router + layer): with statistics, without, and what adaptk
+    adds to the model's own router (its linear layer, softmax and top-k)."""
+    return {"native_s": native, "adaptive_s": router, "no_stats_s": lean,
+            "share_of_adaptive_layer": router / (router + layer), "share_no_stats": lean / (lean + layer),
+            "added_share": (router - native) / (router + layer)}
 
 
 def _matmul_only_fns(experts: torch.nn.Module, hidden: torch.Tensor, cases: dict, kernel: str
@@ -185,9 +217,14 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
     if device.type == "cpu":
         fns.update(_matmul_only_fns(experts, tokens.hidden, cases, bound_kernel))
         fns["read every expert's weights"] = lambda: _read_weights(experts)
+    first_mix = next((c for c in cases if c != "fixed"), "fixed")  # the k mix for routing and memory
     with contextlib.ExitStack() as stack:
         if cfg.routing:
-            fns.update(_routing_fns(shape, tokens, kn, stack))
+            routers = _routing_fns(shape, tokens, kn, stack)
+            fns.update(routers)
+            # after the layer of the kernel the matmul bound uses (native where it builds)
+            layer = fns[f"{variant_name(bound_kernel)} | {first_mix}"]
+            fns.update(_after_layer_fns(routers, layer, cfg.clock, calls=8 if shape.tokens <= 16 else 1))
         samples = interleaved_samples(fns, cfg.trials, cfg.warmup, device, clock=cfg.clock)
     times = {name: statistics.median(s) for name, s in samples.items()}
 
@@ -216,20 +253,15 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
             c: max(flops[c], read * _touched_fraction(index, n) / fastest_fixed)
             for c, (index, _) in cases.items() if c != "fixed"}
         result["read_bound"]["weights_gb_per_s"] = _weight_bytes(experts) / read / 1e9
-    first_mix = next((c for c in cases if c != "fixed"), "fixed")  # the k mix for routing and memory
     if cfg.routing:
         # against the fastest adaptk variant: the faster the experts, the larger routing's share
         kernel_variants = [v for v in variants if v.startswith("adaptk") and v not in STRATEGIES]
         adaptive_layer = min(times[f"{v} | {first_mix}"] for v in kernel_variants)
-        router = times["router adaptive"]
-        result["routing"] = {
-            "native_s": times["router native top-k"], "adaptive_s": router,
-            "share_of_adaptive_layer": router / (router + adaptive_layer),
-            "no_stats_s": times["router adaptive no stats"],
-            "share_no_stats": times["router adaptive no stats"] / (times["router adaptive no stats"] + adaptive_layer),
-            # what adaptk adds to the model's own router (its linear layer, softmax and top-k)
-            "added_share": (router - times["router native top-k"]) / (router + adaptive_layer),
-        }
+        names = ("router adaptive", "router adaptive no stats", "router native top-k")
+        result["routing"] = _shares(*(times[n] for n in names), adaptive_layer)
+        # one call right after the layer, as in a model step (the caches cold): the share there
+        result["routing"]["after_layer"] = _shares(*(times[f"{n} after a layer call"] for n in names),
+                                                   adaptive_layer)
     if cfg.memory:
         mix_name = first_mix
         result["peak_bytes"] = {

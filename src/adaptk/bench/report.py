@@ -74,21 +74,29 @@ def layer_tables(layers: list[dict[str, Any]]) -> str:
         "### MoE layer: fixed native k, milliseconds per call (medians)",
         "",
         "| shape | " + " | ".join(h for _, h in TIME_COLUMNS)
-        + " | routing share (stats / none / added) | weights read GB/s | peak MiB fixed / adaptive / tf grouped_mm |",
-        "|---|" + "---|" * (len(TIME_COLUMNS) + 3),
+        + " | routing share, hot (stats / none / added) | routing share after a layer call (stats / none / added)"
+        " | weights read GB/s | peak MiB fixed / adaptive / tf grouped_mm |",
+        "|---|" + "---|" * (len(TIME_COLUMNS) + 4),
     ]
     for r in layers:
         s = r["seconds"]
         times = [_ms(s[f"{v} | fixed"]) if f"{v} | fixed" in s else "-" for v, _ in TIME_COLUMNS]
         rt = r.get("routing")
-        share = (f"{100 * rt['share_of_adaptive_layer']:.2f}% / {100 * rt['share_no_stats']:.2f}% / "
-                 f"{100 * rt['added_share']:.2f}%" if rt else "-")
+        share = _shares(rt)
+        cold = _shares(rt.get("after_layer") if rt else None)
         gbs = r.get("read_bound", {}).get("weights_gb_per_s")
         gbs = f"{gbs:.1f}" if gbs else "-"
         pk = r.get("peak_bytes")
         mem = " / ".join(_mib(v) for v in pk.values()) if pk else "-"
-        lines.append(f"| {r['shape']['label']} | " + " | ".join(times) + f" | {share} | {gbs} | {mem} |")
+        lines.append(f"| {r['shape']['label']} | " + " | ".join(times) + f" | {share} | {cold} | {gbs} | {mem} |")
     return "\n".join(lines)
+
+
+def _shares(rt: dict[str, Any] | None) -> str:
+    if not rt:
+        return "-"
+    return (f"{100 * rt['share_of_adaptive_layer']:.2f}% / {100 * rt['share_no_stats']:.2f}% / "
+            f"{100 * rt['added_share']:.2f}%")
 
 
 def model_table(m: dict[str, Any]) -> str:

@@ -41,8 +41,8 @@ class NativeBuildError(KernelError):
     """The native kernel could not be compiled or loaded here."""
 
 
-def _source() -> bytes:
-    return (resources.files("adaptk.experts") / "csrc" / "small_gemm.c").read_bytes()
+def _source(name: str) -> bytes:
+    return (resources.files("adaptk.experts") / "csrc" / f"{name}.c").read_bytes()
 
 
 def _cpu_fingerprint() -> str:
@@ -72,24 +72,25 @@ def _compiler() -> str:
     return path
 
 
-def build() -> Path:
-    """Compile ``small_gemm.c`` for this CPU unless the cache has it; return the library's path."""
-    cc, source = _compiler(), _source()
+def build(name: str = "small_gemm") -> Path:
+    """Compile ``csrc/NAME.c`` (the small-row GEMM, or ``route_topk`` for the fused routing step)
+    for this CPU unless the cache has it; return the library's path."""
+    cc, source = _compiler(), _source(name)
     key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(FLAGS).encode(),
                                      _cpu_fingerprint().encode()])).hexdigest()[:16]
-    lib = cache_dir() / f"small_gemm-{key}.so"
+    lib = cache_dir() / f"{name}-{key}.so"
     if lib.exists():
         return lib
     lib.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
-        src, out = Path(tmp) / "small_gemm.c", Path(tmp) / lib.name
+        src, out = Path(tmp) / f"{name}.c", Path(tmp) / lib.name
         src.write_bytes(source)
         done = subprocess.run([cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
         if done.returncode != 0:
-            raise NativeBuildError(f"compiling the native kernel failed ({cc} {' '.join(FLAGS)}):\n"
+            raise NativeBuildError(f"compiling {name}.c failed ({cc} {' '.join(FLAGS)}):\n"
                                    f"{done.stderr.strip()}\nfix the compiler set-up, or use kernel='onednn-packed'")
         os.replace(out, lib)  # atomic: a concurrent build of the same key writes the same bytes
-    log.info("adaptk: compiled the native kernel into %s", lib)
+    log.info("adaptk: compiled %s.c into %s", name, lib)
     return lib
 
 

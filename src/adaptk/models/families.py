@@ -8,6 +8,8 @@ other class listed has the same ``forward`` code in the installed transformers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,24 +29,37 @@ def _softmax_scores(logits: torch.Tensor, probs: torch.Tensor) -> RouterScores:
     return RouterScores(logits, probs, probs)
 
 
-def _renormalised_topk(normalize: bool | None, out: str):
-    """Softmax top-k weights: gather the probabilities of the kept experts, optionally divide by
-    their sum (``normalize=None`` reads ``router.norm_topk_prob``), cast to float32 / the logits'
-    dtype / the hidden dtype."""
+@dataclass(frozen=True)
+class RenormalisedTopK:
+    """Softmax top-k weights (a ``WeightsFn``): the probabilities of the kept experts, divided
+    by their sum if ``normalize`` (None: read ``router.norm_topk_prob``), cast to float32 /
+    the logits' dtype / the hidden dtype (``out``). Declared as data so that the fused routing
+    step (``adaptk.routing.fused``) can do the same arithmetic in one call."""
 
-    def weights(router, s: RouterScores, sel: Selection, hidden_dtype):
-        # the candidates' probabilities: topk's values where it ranked the probabilities
-        cand_probs = sel.top_probs if sel.top_probs is not None else s.probs.gather(1, sel.candidates)
-        w = _kept(cand_probs, sel)  # [T, K]
-        if normalize if normalize is not None else router.norm_topk_prob:
-            w = w / w.sum(dim=-1, keepdim=True)
-        if out == "logits":
+    normalize: bool | None
+    out: str  # "float32", "logits" or "hidden"
+
+    def __post_init__(self) -> None:
+        if self.out not in ("float32", "logits", "hidden"):
+            raise ValueError(f"out must be 'float32', 'logits' or 'hidden', got {self.out!r}")
+
+    def renormalises(self, router: nn.Module) -> bool:
+        return bool(self.normalize if self.normalize is not None else router.norm_topk_prob)
+
+    def cast(self, w: torch.Tensor, s: RouterScores, hidden_dtype: torch.dtype) -> torch.Tensor:
+        if self.out == "logits":
             return w.to(s.logits.dtype)
-        if out == "hidden":
+        if self.out == "hidden":
             return w.to(hidden_dtype)
         return w
 
-    return weights
+    def __call__(self, router, s: RouterScores, sel: Selection, hidden_dtype) -> torch.Tensor:
+        # the candidates' probabilities: topk's values where it ranked the probabilities
+        cand_probs = sel.top_probs if sel.top_probs is not None else s.probs.gather(1, sel.candidates)
+        w = _kept(cand_probs, sel)  # [T, K]
+        if self.renormalises(router):
+            w = w / w.sum(dim=-1, keepdim=True)
+        return self.cast(w, s, hidden_dtype)
 
 
 def _logit_softmax(cast_to_hidden: bool):
@@ -73,7 +88,7 @@ MIXTRAL = MoEFamily(
     name="mixtral",
     router_classes=("MixtralTopKRouter", "MiniMaxTopKRouter"),
     scores=_mixtral_scores,
-    weights=_renormalised_topk(True, "float32"),
+    weights=RenormalisedTopK(True, "float32"),
 )
 
 # ---- Qwen2-MoE, Qwen3-MoE, OLMoE: softmax, top-k, renormalised iff norm_topk_prob -------------
@@ -100,7 +115,7 @@ QWEN = MoEFamily(
         "Qwen4ExpTextTopKRouter",
     ),
     scores=_qwen_scores,
-    weights=_renormalised_topk(None, "logits"),
+    weights=RenormalisedTopK(None, "logits"),
 )
 
 # ---- Jamba: softmax, top-k, raw probabilities -------------------------------------------------
@@ -116,7 +131,7 @@ JAMBA = MoEFamily(
     name="jamba",
     router_classes=("JambaTopKRouter",),
     scores=_jamba_scores,
-    weights=_renormalised_topk(False, "hidden"),
+    weights=RenormalisedTopK(False, "hidden"),
     router_attr="router",
 )
 

@@ -1,0 +1,88 @@
+"""The routing step of a softmax top-k router in one C call (``experts/csrc/route_topk.c``).
+
+At one token (a decode step) each torch op of the routing step costs microseconds of dispatch,
+and several times that when the experts of the layer before have evicted the caches. For the
+common case, a router whose experts are ranked by the softmax probabilities and a policy whose
+k is a step function of the entropy (``Policy.rank_thresholds``), the top-k, the threshold
+comparison, the sentinel fill, the kept weights (renormalised for K <= 2) and the NaN/Inf check
+of the logits run as one pass in C, compiled for this CPU like the native kernel.
+
+It gives torch's bits or none: the entropy is torch's (``entropy_nats``), and where the C code
+cannot promise torch.topk's order (a tie among a row's K + 1 largest probabilities, a NaN) it
+declines and the caller runs the torch ops. Shapes: T tokens, N experts, K = len(tau).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+from typing import NamedTuple
+
+import torch
+
+from adaptk.experts import native
+from adaptk.routing.select import Selection
+
+log = logging.getLogger(__name__)
+
+OK, NONFINITE, DECLINED = 0, 1, 2  # what adaptk_route_topk returns
+LOGIT_CODES = {torch.float32: 1, torch.bfloat16: 2, torch.float16: 3}  # 0: do not check
+MAX_K = 64
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+
+
+@functools.cache
+def _route():
+    fn = ctypes.CDLL(str(native.build("route_topk"))).adaptk_route_topk
+    fn.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_int, ctypes.c_int,
+                   _PTR, _PTR, _PTR, _PTR, _PTR]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def unavailable() -> str | None:
+    """Why the fused routing step cannot run here (no C compiler, ...), or None if it can."""
+    try:
+        _route()
+    except (native.NativeBuildError, OSError) as err:
+        return str(err)
+    return None
+
+
+class Fused(NamedTuple):
+    status: int  # OK, NONFINITE (a logit is NaN/Inf) or DECLINED (use the torch ops)
+    selection: Selection | None
+    weights: torch.Tensor | None  # [T, K] float32: kept probabilities, renormalised if asked
+
+
+def route_topk(probs: torch.Tensor, entropy: torch.Tensor, tau: torch.Tensor, logits: torch.Tensor | None,
+               renormalise: bool) -> Fused:
+    """probs [T, N] float32 contiguous CPU (the ranking scores too), entropy [T] float32 (torch's
+    ``entropy_nats(probs)``), tau [K] float32 rank thresholds, logits [T, N] (checked for NaN/Inf
+    first; None: not checked) -> the ``Selection`` that ``decide`` returns for a sorted top-k
+    of probs, and the kept probabilities (divided by their sum if ``renormalise``, K <= 2)."""
+    t, n = probs.shape
+    k = tau.shape[0]
+    if renormalise and k > 2:
+        raise ValueError("the fused step renormalises only K <= 2 (torch's order of longer sums is its own)")
+    cand = torch.empty(t, k, dtype=torch.int64)
+    indices = torch.empty(t, k, dtype=torch.int64)
+    drop = torch.empty(t, k, dtype=torch.bool)
+    top = torch.empty(t, k, dtype=torch.float32)
+    weights = torch.empty(t, k, dtype=torch.float32)
+    code = 0 if logits is None else LOGIT_CODES[logits.dtype]
+    status = _route()(probs.data_ptr(), t, n, k, entropy.data_ptr(), tau.data_ptr(),
+                      0 if logits is None else logits.data_ptr(), code, int(renormalise),
+                      cand.data_ptr(), indices.data_ptr(), drop.data_ptr(), top.data_ptr(), weights.data_ptr())
+    if status != OK:
+        return Fused(status, None, None)
+    return Fused(OK, Selection(indices, cand, drop, entropy, None, top), weights)
+
+
+def eligible(probs: torch.Tensor, logits: torch.Tensor, k: int) -> bool:
+    """Whether this call's tensors are ones ``route_topk`` takes (else: the torch ops)."""
+    return (probs.device.type == "cpu" and probs.dtype == torch.float32 and probs.dim() == 2
+            and probs.shape[0] > 0 and k <= min(probs.shape[1], MAX_K) and probs.is_contiguous()
+            and logits.dtype in LOGIT_CODES and logits.is_contiguous() and logits.shape == probs.shape
+            and not probs.requires_grad)

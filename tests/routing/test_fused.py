@@ -1,0 +1,101 @@
+"""``adaptk.routing.fused``: the one-call routing step gives the torch ops' bits, or declines."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adaptk import EntropyThreshold, FixedTopK
+from adaptk.routing import fused
+from adaptk.routing.entropy import entropy_nats
+from adaptk.routing.select import decide
+
+pytestmark = pytest.mark.skipif(fused.unavailable() is not None, reason="no C compiler for the fused step")
+
+
+def _probs(t: int, n: int, levels: int | None, seed: int) -> torch.Tensor:
+    """[T, N] softmax rows; ``levels`` quantises the logits so that ties are common."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(t, n, generator=g) * 2
+    if levels is not None:
+        logits = (logits * levels / 4).round()
+    return torch.softmax(logits, dim=-1)
+
+
+def _reference(policy, probs, k, renorm):
+    sel = decide(policy, probs, probs, layer=0, native_k=k, sorted_topk=True)
+    w = torch.where(sel.drop, 0.0, sel.top_probs)  # as RenormalisedTopK
+    if renorm:
+        w = w / w.sum(dim=-1, keepdim=True)
+    return sel, w
+
+
+def _tie_or_nan(probs: torch.Tensor, k: int) -> bool:
+    """Whether some row has a NaN or two equal values among its K + 1 largest."""
+    if bool(probs.isnan().any()):
+        return True
+    top = probs.sort(dim=-1, descending=True).values[:, : min(k + 1, probs.shape[1])]
+    return bool((top[:, 1:] == top[:, :-1]).any())
+
+
+@settings(max_examples=150, deadline=None)
+@given(t=st.integers(1, 40), n=st.integers(1, 70), data=st.data(), levels=st.sampled_from([None, 1, 3]),
+       seed=st.integers(0, 2**16), nan_row=st.booleans())
+def test_fused_step_equals_the_torch_ops_or_declines(t, n, data, levels, seed, nan_row):
+    k = data.draw(st.integers(1, min(n, 8)), label="k")
+    log_n = math.log(max(n, 2))
+    kind = data.draw(st.sampled_from(["fixed", "two", "steps"]), label="policy")
+    if kind == "fixed":
+        policy = FixedTopK(k)
+    elif kind == "two" or k < 3:
+        policy = EntropyThreshold([1, k], [0.5 * log_n]) if k > 1 else FixedTopK(1)
+    else:
+        policy = EntropyThreshold([1, 2, k], [0.3 * log_n, 0.6 * log_n])
+    renorm = data.draw(st.booleans(), label="renorm") and k <= 2
+    probs = _probs(t, n, levels, seed)
+    if nan_row:
+        probs[t // 2, 0] = float("nan")
+    tau = policy.rank_thresholds(0, k, probs.device)
+    entropy = entropy_nats(probs)
+    out = fused.route_topk(probs, entropy, tau, None, renormalise=renorm)
+    assert (out.status == fused.DECLINED) == _tie_or_nan(probs, k)
+    if out.status == fused.OK:
+        ref, w = _reference(policy, probs, k, renorm)
+        for name in ("indices", "candidates", "drop", "top_probs"):
+            assert torch.equal(getattr(out.selection, name), getattr(ref, name)), name
+        assert out.selection.entropy is entropy and out.selection.chosen_k is None
+        assert torch.equal(out.weights, w)
+        assert torch.equal(out.selection.k, ref.k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), float("-inf")])
+def test_logits_with_nan_or_inf_are_reported(dtype, bad):
+    probs = _probs(5, 8, None, 0)
+    logits = torch.randn(5, 8).to(dtype)
+    if bad is not None:
+        logits[3, 6] = bad
+    tau = FixedTopK(2).rank_thresholds(0, 2, probs.device)
+    out = fused.route_topk(probs, entropy_nats(probs), tau, logits, renormalise=True)
+    assert out.status == (fused.OK if bad is None else fused.NONFINITE)
+    assert fused.route_topk(probs, entropy_nats(probs), tau, None, renormalise=True).status == fused.OK
+
+
+def test_renormalising_more_than_two_is_refused():
+    probs = _probs(2, 8, None, 0)
+    tau = FixedTopK(3).rank_thresholds(0, 3, probs.device)
+    with pytest.raises(ValueError, match="K <= 2"):
+        fused.route_topk(probs, entropy_nats(probs), tau, None, renormalise=True)
+
+
+def test_tensors_it_does_not_take_are_left_to_the_torch_ops():
+    probs = _probs(4, 8, None, 0)
+    logits = torch.randn(4, 8)
+    assert fused.eligible(probs, logits, 2)
+    assert not fused.eligible(probs.t().contiguous().t(), logits, 2)  # not contiguous
+    assert not fused.eligible(probs.double(), logits, 2)
+    assert not fused.eligible(probs[:0], logits[:0], 2)  # no tokens
+    assert not fused.eligible(probs, logits, 9)  # K > N
+    assert not fused.eligible(probs.requires_grad_(), logits, 2)  # autograd needs the torch ops

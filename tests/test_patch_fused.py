@@ -1,0 +1,70 @@
+"""patch(fused_routing=True), the default: the routing step of softmax top-k families runs as one
+C call on the CPU and the model computes exactly what it computes with the torch ops."""
+
+import math
+
+import pytest
+import torch
+
+import adaptk
+from adaptk.models import find_moe_layers
+from adaptk.routing import fused
+from tiny_models import tiny_model
+
+pytestmark = pytest.mark.skipif(fused.unavailable() is not None, reason="no C compiler for the fused step")
+FUSED_FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "jamba"]  # softmax top-k conventions
+
+
+def _count_fused(monkeypatch):
+    calls = {"ok": 0}
+    real = fused.route_topk
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["ok"] += out.status == fused.OK
+        return out
+
+    monkeypatch.setattr(fused, "route_topk", spy)
+    return calls
+
+
+def _run(model, policy, ids, fused_routing):
+    with torch.no_grad(), adaptk.patch(model, policy, fused_routing=fused_routing) as h:
+        logits = model(ids).logits
+        steps = [model(ids[:, :1]).logits for _ in range(3)]  # one-token calls, as decode steps
+        return logits, steps, h.stats()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("family", FUSED_FAMILIES)
+def test_fused_routing_gives_the_torch_ops_bits(family, dtype, monkeypatch):
+    model = tiny_model(family).to(dtype)
+    layer = find_moe_layers(model)[0]
+    k, n = layer.native_k, layer.num_experts
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
+    calls = _count_fused(monkeypatch)
+    for policy in (adaptk.FixedTopK(k), adaptk.EntropyThreshold([1, k], [0.8 * math.log(n)])):
+        calls["ok"] = 0
+        ref, ref_steps, ref_stats = _run(model, policy, ids, fused_routing=False)
+        assert calls["ok"] == 0
+        out, steps, stats = _run(model, policy, ids, fused_routing=True)
+        assert calls["ok"] > 0  # the fused step ran
+        assert torch.equal(out, ref) and all(torch.equal(a, b) for a, b in zip(steps, ref_steps, strict=True))
+        for a, b in zip(stats.layers, ref_stats.layers, strict=True):
+            assert a.to_dict() == b.to_dict()
+
+
+def test_fused_routing_still_rejects_nonfinite_logits():
+    model = tiny_model("mixtral")
+    with torch.no_grad():
+        find_moe_layers(model)[0].router.weight[0, 0] = float("inf")
+    with adaptk.patch(model, adaptk.FixedTopK(2)), pytest.raises(adaptk.RoutingInputError, match="NaN or Inf"):
+        model(torch.ones(1, 4, dtype=torch.long))
+
+
+def test_training_keeps_the_router_gradient():
+    model = tiny_model("mixtral")
+    router = find_moe_layers(model)[0].router
+    with adaptk.patch(model, adaptk.EntropyThreshold([1, 2], [1.0])):
+        model(torch.ones(1, 4, dtype=torch.long)).logits.sum().backward()
+    assert router.weight.grad is not None and bool(router.weight.grad.abs().sum() > 0)
