@@ -15,7 +15,7 @@ import torch
 from adaptk.bench.config import BenchConfig, LayerShape, default_mixes
 from adaptk.bench.memory import peak_bytes
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
-from adaptk.bench.timing import CLOCKS, interleaved_samples, paired_quartiles
+from adaptk.bench.timing import CLOCKS, interleaved_samples, paired_quartiles, sync
 from adaptk.errors import KernelError
 from adaptk.experts.cpu_fast import expert_runs, row_starts, run_mlp
 from adaptk.experts.kernels import check_kernel, kernel_for
@@ -109,11 +109,11 @@ def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitSta
             "router adaptive no stats": lambda: lean(tokens.hidden)}
 
 
-def _after_layer_fns(routers: dict[str, Callable[[], Any]], layer: Callable[[], Any], clock: str, calls: int
-                     ) -> dict[str, Callable[[], float]]:
+def _after_layer_fns(routers: dict[str, Callable[[], Any]], layer: Callable[[], Any], clock: str, calls: int,
+                     device: torch.device | None = None) -> dict[str, Callable[[], float]]:
     """Each router timed alone right after an (untimed) call of the layer, as a model runs it:
     once per layer per step, with the caches the experts leave behind. Each function reports
-    its own span: the mean over ``calls`` such (layer, router) pairs."""
+    its own span: the mean over ``calls`` such (layer, router) pairs (synchronised on a GPU)."""
     now = CLOCKS[clock]
 
     def timed(router: Callable[[], Any]) -> Callable[[], float]:
@@ -121,8 +121,10 @@ def _after_layer_fns(routers: dict[str, Callable[[], Any]], layer: Callable[[], 
             total = 0.0
             for _ in range(calls):
                 layer()
+                sync(device)
                 start = now()
                 router()
+                sync(device)
                 total += now() - start
             return total / calls
 
@@ -224,7 +226,7 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
             fns.update(routers)
             # after the layer of the kernel the matmul bound uses (native where it builds)
             layer = fns[f"{variant_name(bound_kernel)} | {first_mix}"]
-            fns.update(_after_layer_fns(routers, layer, cfg.clock, calls=8 if shape.tokens <= 16 else 1))
+            fns.update(_after_layer_fns(routers, layer, cfg.clock, 8 if shape.tokens <= 16 else 1, device))
         samples = interleaved_samples(fns, cfg.trials, cfg.warmup, device, clock=cfg.clock)
     times = {name: statistics.median(s) for name, s in samples.items()}
 

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 
-def _sync(device: torch.device | None) -> None:
+def sync(device: torch.device | None) -> None:
+    """Wait for the device's queued work (CUDA); nothing elsewhere."""
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -58,10 +59,10 @@ def interleaved_samples(
     with torch.inference_mode():
         for _ in range(warmup):  # warm-up rounds also size the repeats
             for name in names:
-                _sync(device)
+                sync(device)
                 start = now()
                 out = fns[name]()
-                _sync(device)
+                sync(device)
                 elapsed = now() - start
                 if not isinstance(out, float) and 0 < elapsed < min_sample_s:
                     repeats[name] = max(repeats[name], math.ceil(min_sample_s / elapsed))
@@ -72,11 +73,11 @@ def interleaved_samples(
                 order.reverse()
             for name in order:
                 fn, n = fns[name], repeats[name]
-                _sync(device)
+                sync(device)
                 start = now()
                 for _ in range(n):
                     out = fn()
-                _sync(device)
+                sync(device)
                 elapsed = (now() - start) / n
                 samples[name].append(out if isinstance(out, float) else elapsed)
     return samples

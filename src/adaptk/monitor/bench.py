@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from adaptk.bench.timing import sync
 from adaptk.monitor.monitor import RoutingMonitor
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,6 @@ class Overhead:
                 f"ratio {self.ratio:.3f}")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
 def overhead(model: nn.Module, input_ids: torch.Tensor, repeats: int = 10, warmup: int = 2,
              clock: str = "wall") -> Overhead:
@@ -61,10 +57,10 @@ def overhead(model: nn.Module, input_ids: torch.Tensor, repeats: int = 10, warmu
         for monitored in (False, True):
             if monitored:
                 monitor.attach(model)
-            _sync(device)
+            sync(device)
             t0 = now()
             model(input_ids=input_ids)
-            _sync(device)
+            sync(device)
             dt = (now() - t0) * 1e3
             if monitored:
                 monitor.detach()

@@ -41,8 +41,10 @@ def _route():
     return fn
 
 
+@functools.cache
 def unavailable() -> str | None:
-    """Why the fused routing step cannot run here (no C compiler, ...), or None if it can."""
+    """Why the fused routing step cannot run here (no C compiler, ...), or None if it can
+    (asked once per process: a failing compiler is not run again for every layer)."""
     try:
         _route()
     except (native.NativeBuildError, OSError) as err:
