@@ -22,11 +22,7 @@ import torch
 from adaptk.bench.config import LayerShape
 from adaptk.bench.synthetic import make_tokens
 from adaptk.experts import native
-
-
-def _starts(counts: list[int]) -> torch.Tensor:
-    """[E+1] int64 offsets of each expert's rows."""
-    return torch.tensor([0, *counts], dtype=torch.int64).cumsum(0)
+from adaptk.experts.cpu_fast import row_starts
 
 
 def _even(total: int, experts: int) -> list[int]:
@@ -54,7 +50,7 @@ def main() -> None:
     up, down = native.PackedExperts(ups), native.PackedExperts(downs)
 
     def layer(counts: list[int]):
-        starts = _starts(counts)
+        starts = row_starts(counts)  # [E+1]
         x, h = torch.randn(sum(counts), shape.hidden), torch.randn(sum(counts), shape.intermediate)
         return lambda: (up.grouped_matmul(x, 0, starts), down.grouped_matmul(h, 0, starts))
 
@@ -63,8 +59,9 @@ def main() -> None:
             w.view(torch.uint8).amax()  # one streaming read of the bytes (as the bench's read bound)
 
     per_count = Counter(routed)
+    even = _even(sum(routed), n)
     cases = {"native k": layer(fixed), f"k={a.k} as routed": layer(routed),
-             f"k={a.k} rows evened out": layer(_even(sum(routed), n)), "one read of all weights": read}
+             f"k={a.k} rows evened out": layer(even), "one read of all weights": read}
     cases |= {f"every expert at {m} rows": layer([m] * n) for m in sorted(per_count) if m > 0}
     samples: dict[str, list[float]] = {c: [] for c in cases}
     for _ in range(a.repeats + 1):
@@ -84,7 +81,7 @@ def main() -> None:
     rows = [("native k", f"{min(fixed)}-{max(fixed)}", base),
             (f"k={a.k} as routed", f"{lo}-{hi}", ms[f"k={a.k} as routed"]),
             (f"k={a.k} as routed, each expert's cost at its own rows, added", f"{lo}-{hi}", additive),
-            (f"k={a.k} rows evened out", f"{min(_even(sum(routed), n))}-{max(_even(sum(routed), n))}",
+            (f"k={a.k} rows evened out", f"{min(even)}-{max(even)}",
              ms[f"k={a.k} rows evened out"]),
             ("one read of all weights", "-", ms["one read of all weights"])]
     for label, r, t in rows:

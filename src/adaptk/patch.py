@@ -103,6 +103,19 @@ def _fused_step(layer: MoELayer, policy: Policy, check: str) -> Callable[..., An
     return step
 
 
+def _check_finite(logits: torch.Tensor, index: int, name: str) -> None:
+    """The eager NaN/Inf check: one reduction and one host read; the per-token count only on failure."""
+    total = logits.sum() if logits.dtype == torch.float32 else logits.sum(dtype=torch.float32)
+    if not math.isfinite(total.item()):
+        bad = ~torch.isfinite(logits).all(dim=-1)  # [T]
+        if bool(bad.any()):
+            raise RoutingInputError(
+                f"MoE layer {index} ({name}): router logits hold NaN or Inf for {int(bad.sum())} of "
+                f"{bad.shape[0]} tokens; adaptk will not route them. Check the weights and inputs "
+                "(fp16 overflow is a common cause: try bfloat16 or float32)."
+            )
+
+
 def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, check: str,
                     fused_routing: bool = True) -> Callable[..., Any]:
     router, family = layer.router, layer.family
@@ -114,23 +127,12 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
         done = step(scores, hidden_states.dtype) if step is not None else None
         if done is not None:  # the fused step: the same bits as the torch ops below
             sel, weights = done
-            if stats is not None:
-                stats.update(sel.entropy, sel.candidates, sel.drop, scores.logits if check == "deferred" else None)
-            return scores.logits, weights, sel.indices
-        if check == "eager":  # one reduction and one host read; the per-token count only on failure
-            logits = scores.logits
-            total = logits.sum() if logits.dtype == torch.float32 else logits.sum(dtype=torch.float32)
-            if not math.isfinite(total.item()):
-                bad = ~torch.isfinite(scores.logits).all(dim=-1)  # [T]
-                if bool(bad.any()):
-                    raise RoutingInputError(
-                        f"MoE layer {index} ({name}): router logits hold NaN or Inf for {int(bad.sum())} of "
-                        f"{bad.shape[0]} tokens; adaptk will not route them. Check the weights and inputs "
-                        "(fp16 overflow is a common cause: try bfloat16 or float32)."
-                    )
-        sel = decide(policy, scores.probs, scores.rank, layer=index, native_k=native_k,
-                     sorted_topk=family.sorted_topk, candidates=family.candidates)
-        weights = family.weights(router, scores, sel, hidden_states.dtype)
+        else:
+            if check == "eager":
+                _check_finite(scores.logits, index, name)
+            sel = decide(policy, scores.probs, scores.rank, layer=index, native_k=native_k,
+                         sorted_topk=family.sorted_topk, candidates=family.candidates)
+            weights = family.weights(router, scores, sel, hidden_states.dtype)
         if stats is not None:  # deferred: the logits' NaN/Inf tokens are counted on the device at the fold
             stats.update(sel.entropy, sel.candidates, sel.drop, scores.logits if check == "deferred" else None)
         return scores.logits, weights, sel.indices

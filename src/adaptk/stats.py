@@ -42,6 +42,11 @@ def _detached(t: torch.Tensor) -> torch.Tensor:
     return t.detach() if t.requires_grad else t
 
 
+def _joined(parts) -> torch.Tensor:
+    """The pending parts as one tensor (no copy for a single part)."""
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
 FOLD_TOKENS = 1024  # pending tokens (or calls) after which a layer's small-batch updates are folded
 
 
@@ -92,13 +97,10 @@ class LayerStats:
     def _fold(self) -> None:
         if not self._pending:
             return
-        if len(self._pending) == 1:
-            entropy, candidates, drop = self._pending[0]
-        else:
-            entropy, candidates, drop = (torch.cat(parts) for parts in zip(*self._pending))  # [T'], [T', K] x2
+        entropy, candidates, drop = (_joined(parts) for parts in zip(*self._pending))  # [T'], [T', K] x2
         self._pending, self._pending_tokens = [], 0
         if self._pending_logits:
-            logits = torch.cat(self._pending_logits) if len(self._pending_logits) > 1 else self._pending_logits[0]
+            logits = _joined(self._pending_logits)  # [T', N]
             self._pending_logits = []
             self.nonfinite += (~torch.isfinite(logits).all(dim=-1)).sum()  # tokens with a NaN/Inf logit
         e = entropy.double()  # [T']

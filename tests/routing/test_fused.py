@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptk import EntropyThreshold, FixedTopK
+from adaptk.models.families import RenormalisedTopK
+from adaptk.models.spec import RouterScores
 from adaptk.routing import fused
 from adaptk.routing.entropy import entropy_nats
 from adaptk.routing.select import decide
@@ -25,11 +27,10 @@ def _probs(t: int, n: int, levels: int | None, seed: int) -> torch.Tensor:
 
 
 def _reference(policy, probs, k, renorm):
+    """The torch ops: ``decide`` and the families' own weights (float32 out)."""
     sel = decide(policy, probs, probs, layer=0, native_k=k, sorted_topk=True)
-    w = torch.where(sel.drop, 0.0, sel.top_probs)  # as RenormalisedTopK
-    if renorm:
-        w = w / w.sum(dim=-1, keepdim=True)
-    return sel, w
+    weights = RenormalisedTopK(renorm, "float32")(None, RouterScores(probs, probs, probs), sel, torch.float32)
+    return sel, weights
 
 
 def _tie_or_nan(probs: torch.Tensor, k: int) -> bool:

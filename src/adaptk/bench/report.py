@@ -82,8 +82,8 @@ def layer_tables(layers: list[dict[str, Any]]) -> str:
         s = r["seconds"]
         times = [_ms(s[f"{v} | fixed"]) if f"{v} | fixed" in s else "-" for v, _ in TIME_COLUMNS]
         rt = r.get("routing")
-        share = _shares(rt)
-        cold = _shares(rt.get("after_layer") if rt else None)
+        share = _share_cell(rt)
+        cold = _share_cell(rt.get("after_layer") if rt else None)
         gbs = r.get("read_bound", {}).get("weights_gb_per_s")
         gbs = f"{gbs:.1f}" if gbs else "-"
         pk = r.get("peak_bytes")
@@ -92,7 +92,8 @@ def layer_tables(layers: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _shares(rt: dict[str, Any] | None) -> str:
+def _share_cell(rt: dict[str, Any] | None) -> str:
+    """A routing-share cell: with statistics / without / what adaptk adds."""
     if not rt:
         return "-"
     return (f"{100 * rt['share_of_adaptive_layer']:.2f}% / {100 * rt['share_no_stats']:.2f}% / "
