@@ -87,8 +87,9 @@ def build(name: str = "small_gemm") -> Path:
         src.write_bytes(source)
         done = subprocess.run([cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
         if done.returncode != 0:
+            instead = "use kernel='onednn-packed'" if name == "small_gemm" else "adaptk routes with torch ops"
             raise NativeBuildError(f"compiling {name}.c failed ({cc} {' '.join(FLAGS)}):\n"
-                                   f"{done.stderr.strip()}\nfix the compiler set-up, or use kernel='onednn-packed'")
+                                   f"{done.stderr.strip()}\nfix the compiler set-up, or {instead}")
         os.replace(out, lib)  # atomic: a concurrent build of the same key writes the same bytes
     log.info("adaptk: compiled %s.c into %s", name, lib)
     return lib
