@@ -1,4 +1,4 @@
-"""patch(fused_routing=True), the default: the routing step of softmax top-k families runs as one
+"""patch(routing="fused"), the default: the routing step of softmax top-k families runs as one
 C call on the CPU and the model computes exactly what it computes with the torch ops."""
 
 import math
@@ -28,8 +28,8 @@ def _count_fused(monkeypatch):
     return calls
 
 
-def _run(model, policy, ids, fused_routing):
-    with torch.no_grad(), adaptk.patch(model, policy, fused_routing=fused_routing) as h:
+def _run(model, policy, ids, routing):
+    with torch.no_grad(), adaptk.patch(model, policy, routing=routing) as h:
         logits = model(ids).logits
         steps = [model(ids[:, :1]).logits for _ in range(3)]  # one-token calls, as decode steps
         return logits, steps, h.stats()
@@ -45,9 +45,9 @@ def test_fused_routing_gives_the_torch_ops_bits(family, dtype, monkeypatch):
     calls = _count_fused(monkeypatch)
     for policy in (adaptk.FixedTopK(k), adaptk.EntropyThreshold([1, k], [0.8 * math.log(n)])):
         calls["ok"] = 0
-        ref, ref_steps, ref_stats = _run(model, policy, ids, fused_routing=False)
+        ref, ref_steps, ref_stats = _run(model, policy, ids, routing="torch")
         assert calls["ok"] == 0
-        out, steps, stats = _run(model, policy, ids, fused_routing=True)
+        out, steps, stats = _run(model, policy, ids, routing="fused")
         assert calls["ok"] > 0  # the fused step ran
         assert torch.equal(out, ref) and all(torch.equal(a, b) for a, b in zip(steps, ref_steps, strict=True))
         for a, b in zip(stats.layers, ref_stats.layers, strict=True):
@@ -68,3 +68,68 @@ def test_training_keeps_the_router_gradient():
     with adaptk.patch(model, adaptk.EntropyThreshold([1, 2], [1.0])):
         model(torch.ones(1, 4, dtype=torch.long)).logits.sum().backward()
     assert router.weight.grad is not None and bool(router.weight.grad.abs().sum() > 0)
+
+
+def _count_native(monkeypatch):
+    calls = {"ok": 0}
+    real = fused.route_native
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["ok"] += out.status == fused.OK
+        return out
+
+    monkeypatch.setattr(fused, "route_native", spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("family", FUSED_FAMILIES)
+def test_native_router_computes_the_model_within_rounding(family, dtype, monkeypatch):
+    """routing="native": the whole router in C. Not the torch ops' bits, so: the unpatched model's
+    logits within rounding at native k, and the same routing as the fused step (the tiny models'
+    entropies are nowhere near a threshold to within rounding)."""
+    model = tiny_model(family).to(dtype)
+    layer = find_moe_layers(model)[0]
+    k, n = layer.native_k, layer.num_experts
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
+    calls = _count_native(monkeypatch)
+    with torch.no_grad():
+        plain = model(ids).logits.float()
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    for policy in (adaptk.FixedTopK(k), adaptk.EntropyThreshold([1, k], [0.8 * math.log(n)])):
+        calls["ok"] = 0
+        ref, ref_steps, ref_stats = _run(model, policy, ids, routing="fused")
+        out, steps, stats = _run(model, policy, ids, routing="native")
+        assert calls["ok"] > 0  # the native router ran
+        assert torch.allclose(out.float(), ref.float(), atol=tol)
+        assert all(torch.allclose(a.float(), b.float(), atol=tol) for a, b in zip(steps, ref_steps, strict=True))
+        for a, b in zip(stats.layers, ref_stats.layers, strict=True):
+            assert a.k_histogram == b.k_histogram and a.expert_counts == b.expert_counts and a.tokens == b.tokens
+            assert math.isclose(a.entropy_mean, b.entropy_mean, rel_tol=1e-5)
+        if isinstance(policy, adaptk.FixedTopK):
+            assert torch.allclose(out.float(), plain, atol=tol)
+
+
+def test_native_router_still_rejects_nonfinite_logits():
+    model = tiny_model("mixtral")
+    with torch.no_grad():
+        find_moe_layers(model)[0].router.weight[0, 0] = float("inf")
+    with (adaptk.patch(model, adaptk.FixedTopK(2), routing="native"), torch.no_grad(),
+          pytest.raises(adaptk.RoutingInputError, match="NaN or Inf")):
+        model(torch.ones(1, 4, dtype=torch.long))
+
+
+def test_native_router_leaves_training_to_the_torch_ops(monkeypatch):
+    model = tiny_model("mixtral")
+    router = find_moe_layers(model)[0].router
+    calls = _count_native(monkeypatch)
+    with adaptk.patch(model, adaptk.EntropyThreshold([1, 2], [1.0]), routing="native"):
+        model(torch.ones(1, 4, dtype=torch.long)).logits.sum().backward()
+    assert calls["ok"] == 0
+    assert router.weight.grad is not None and bool(router.weight.grad.abs().sum() > 0)
+
+
+def test_unknown_routing_is_refused():
+    with pytest.raises(ValueError, match="routing must be one of"):
+        adaptk.patch(tiny_model("mixtral"), adaptk.FixedTopK(2), routing="fast")

@@ -1,7 +1,7 @@
 """Time the router alone, as ``adaptk bench`` builds it: transformers' ``MixtralTopKRouter``
 and copies patched by ``adaptk.patch`` with an entropy policy, with and without the patch's
-statistics, routed by the fused step (the default) and by the torch ops
-(``fused_routing=False``), side by side in one process. One thread, microseconds per call,
+statistics, routed by the fused step (the default), by the native router (``routing="native"``,
+with statistics) and by the torch ops (``routing="torch"``), side by side in one process. One thread, microseconds per call,
 medians of 7 interleaved samples: in a hot loop, or (``--after-layer``) each call right after a
 call of the experts layer of the same shape (``native`` kernel where it builds, every token at
 k=1), as a model runs its routers.
@@ -48,8 +48,9 @@ def main() -> None:
         calls = a.calls if a.calls != p.get_default("calls") else 200
     with contextlib.ExitStack() as stack, torch.inference_mode():
         fns = _routing_fns(shape, tokens, a.top_k, stack, a.check)
-        torch_ops = _routing_fns(shape, tokens, a.top_k, stack, a.check, fused_routing=False)
-        fns |= {f"{name}, torch ops": fn for name, fn in torch_ops.items() if name != "router native top-k"}
+        torch_ops = _routing_fns(shape, tokens, a.top_k, stack, a.check, routing="torch")
+        fns |= {f"{name}, torch ops": fn for name, fn in torch_ops.items()
+                if name in ("router adaptive", "router adaptive no stats")}
         if a.after_layer:
             fns = _after_layer_fns(fns, lambda: layer_fn(experts, tokens.hidden, index, weights), "wall", calls)
         samples: dict[str, list[float]] = {name: [] for name in fns}

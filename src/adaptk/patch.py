@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 _MISSING = object()
 _MARK = "_adaptk_patch"
 CHECK_MODES = ("auto", "eager", "deferred")
+ROUTING_MODES = ("torch", "fused", "native")
 
 
 def _forward_slot(module: nn.Module) -> str:
@@ -65,16 +66,13 @@ def _experts_order(experts: nn.Module) -> str:
     return "expert" if impl == "eager" else "slot"
 
 
-def _fused_step(layer: MoELayer, policy: Policy, check: str) -> Callable[..., Any] | None:
-    """The routing step as one C call (``adaptk.routing.fused``) where the family ranks experts
-    by their softmax probabilities and weights them by those (``RenormalisedTopK``), the policy
-    is a step function of the entropy, and the router is on the CPU; None where not (or where it
-    cannot be compiled: the torch ops give the same bits). The returned function gives
-    (selection, weights), or None for a call the torch ops must route (a tie, a NaN/Inf logit:
-    the torch path then raises or counts as it does)."""
+def _c_thresholds(layer: MoELayer, policy: Policy) -> torch.Tensor | None:
+    """The policy's rank thresholds [K] where the routing step can run in C (``adaptk.routing.fused``):
+    the family ranks experts by their softmax probabilities and weights them by those
+    (``RenormalisedTopK``), the policy is a step function of the entropy, the router is on the
+    CPU and the C file compiles; None where not (the torch ops then route)."""
     family, router = layer.family, layer.router
-    spec = family.weights
-    if (not isinstance(spec, RenormalisedTopK) or not family.sorted_topk or family.candidates is not None
+    if (not isinstance(family.weights, RenormalisedTopK) or not family.sorted_topk or family.candidates is not None
             or router.weight.device.type != "cpu"):
         return None
     tau = policy.rank_thresholds(layer.index, layer.native_k, router.weight.device)
@@ -82,9 +80,20 @@ def _fused_step(layer: MoELayer, policy: Policy, check: str) -> Callable[..., An
         return None
     why = fused.unavailable()
     if why is not None:
-        log.info("adaptk: routing with torch ops (the fused step is unavailable: %s)", why)
+        log.info("adaptk: routing with torch ops (the C routing step is unavailable: %s)", why)
         return None
-    k, renorm = tau.numel(), spec.renormalises(router)
+    return tau
+
+
+def _fused_step(layer: MoELayer, tau: torch.Tensor | None, check: str) -> Callable[..., Any] | None:
+    """The routing step after the model's own scores as one C call (``fused.route_topk``) for
+    the rank thresholds ``tau`` of ``_c_thresholds``, or None where it cannot run (tau None). The returned function gives (selection, weights), or None for a
+    call the torch ops must route (a tie, a NaN/Inf logit: the torch path then raises or counts
+    as it does): the same bits as the torch ops either way."""
+    if tau is None:
+        return None
+    spec = layer.family.weights
+    k, renorm = tau.numel(), spec.renormalises(layer.router)
     check_logits = check == "eager"
 
     def step(scores, hidden_dtype: torch.dtype):
@@ -98,9 +107,32 @@ def _fused_step(layer: MoELayer, policy: Policy, check: str) -> Callable[..., An
         w = out.weights
         if renorm and k > 2:  # torch's own sum, as RenormalisedTopK: same bits
             w = w / w.sum(dim=-1, keepdim=True)
-        return out.selection, spec.cast(w, scores, hidden_dtype)
+        return out.selection, spec.cast(w, logits.dtype, hidden_dtype)
 
     return step
+
+
+def _native_router(layer: MoELayer, tau: torch.Tensor | None) -> Callable[..., Any] | None:
+    """The whole router (linear layer, softmax, entropy, routing step) as one C call
+    (``fused.route_native``) for a family whose scores are a linear softmax, or None where it
+    cannot run (tau None, as ``_fused_step``). The returned function gives (logits, selection, weights), or None for a call the
+    other paths must route (autograd, a dtype or layout it does not take, a NaN/Inf logit)."""
+    if tau is None or not layer.family.linear_softmax:
+        return None
+    router, spec = layer.router, layer.family.weights
+    k, renorm = tau.numel(), spec.renormalises(router)
+
+    def route(hidden: torch.Tensor):
+        weight = router.weight  # [N, H], read per call: the model may have moved or cast it
+        x = hidden if hidden.dim() == 2 else hidden.reshape(-1, weight.shape[1])  # [T, H]
+        if not fused.native_eligible(x, weight, k):
+            return None
+        out = fused.route_native(x, weight, tau, renorm)
+        if out.status != fused.OK:
+            return None
+        return out.logits, out.selection, spec.cast(out.weights, out.logits.dtype, hidden.dtype)
+
+    return route
 
 
 def _check_finite(logits: torch.Tensor, index: int, name: str) -> None:
@@ -117,25 +149,32 @@ def _check_finite(logits: torch.Tensor, index: int, name: str) -> None:
 
 
 def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, check: str,
-                    fused_routing: bool = True) -> Callable[..., Any]:
+                    routing: str = "fused") -> Callable[..., Any]:
     router, family = layer.router, layer.family
     native_k, index, name = layer.native_k, layer.index, layer.name
-    step = _fused_step(layer, policy, check) if fused_routing else None
+    tau = _c_thresholds(layer, policy) if routing != "torch" else None
+    whole = _native_router(layer, tau) if routing == "native" else None
+    step = _fused_step(layer, tau, check)
 
-    def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
+    def scored(hidden_states: torch.Tensor):
+        """The model's own scores, then the fused step or the torch ops (same bits): (logits, selection, weights)."""
         scores = family.scores(router, hidden_states)
         done = step(scores, hidden_states.dtype) if step is not None else None
-        if done is not None:  # the fused step: the same bits as the torch ops below
-            sel, weights = done
-        else:
-            if check == "eager":
-                _check_finite(scores.logits, index, name)
-            sel = decide(policy, scores.probs, scores.rank, layer=index, native_k=native_k,
-                         sorted_topk=family.sorted_topk, candidates=family.candidates)
-            weights = family.weights(router, scores, sel, hidden_states.dtype)
+        if done is not None:
+            return scores.logits, *done
+        if check == "eager":
+            _check_finite(scores.logits, index, name)
+        sel = decide(policy, scores.probs, scores.rank, layer=index, native_k=native_k,
+                     sorted_topk=family.sorted_topk, candidates=family.candidates)
+        return scores.logits, sel, family.weights(router, scores, sel, hidden_states.dtype)
+
+    def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
+        done = whole(hidden_states) if whole is not None else None  # the native router: finite logits
+        logits, sel, weights = done if done is not None else scored(hidden_states)
         if stats is not None:  # deferred: the logits' NaN/Inf tokens are counted on the device at the fold
-            stats.update(sel.entropy, sel.candidates, sel.drop, scores.logits if check == "deferred" else None)
-        return scores.logits, weights, sel.indices
+            unchecked = check == "deferred" and done is None
+            stats.update(sel.entropy, sel.candidates, sel.drop, logits if unchecked else None)
+        return logits, weights, sel.indices
 
     return forward
 
@@ -144,7 +183,7 @@ class PatchHandle:
     """What ``patch`` returns: a context manager whose exit (or ``unpatch()``) restores the model."""
 
     def __init__(self, model: nn.Module, policy: Policy, layers: list[MoELayer], check: str,
-                 kernel: str = "exact", collect_stats: bool = True, fused_routing: bool = True) -> None:
+                 kernel: str = "exact", collect_stats: bool = True, routing: str = "fused") -> None:
         self.model, self.policy, self.layers, self.kernel = model, policy, layers, kernel
         self.collect_stats = collect_stats
         self._stats: list[LayerStats] = []
@@ -156,7 +195,7 @@ class PatchHandle:
                                policy.kmax(layer.native_k), device)
             self._stats.append(stats)
             self._installed.append(_Installed(
-                layer.router, _routed_forward(layer, policy, stats if collect_stats else None, check, fused_routing)))
+                layer.router, _routed_forward(layer, policy, stats if collect_stats else None, check, routing)))
             order = _experts_order(layer.experts)
             matmul = kernel_for(layer.experts, kernel, order)
             self.kernels.append(matmul)
@@ -198,7 +237,7 @@ class PatchHandle:
 
 
 def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kernel: str = "exact",
-          collect_stats: bool = True, fused_routing: bool = True) -> PatchHandle:
+          collect_stats: bool = True, routing: str = "fused") -> PatchHandle:
     """Route every MoE layer of ``model`` through ``policy``; returns a ``PatchHandle``.
 
     ``check_finite``: "eager" raises ``RoutingInputError`` at once on NaN/Inf router logits (one
@@ -216,17 +255,23 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
     counts, executed rows; a few microseconds per layer call), for serving;
     ``stats()`` then raises ``PatchError``, and NaN/Inf tokens are not counted in deferred mode.
 
-    ``fused_routing`` (default True): on the CPU, route softmax top-k families (Mixtral, Qwen-MoE,
-    OLMoE, Jamba, ...) under a policy whose k is a step function of the entropy
-    (``FixedTopK``, ``EntropyThreshold``) with one C call per layer call
-    (``adaptk.routing.fused``: the same bits as the torch ops, which it hands back any call it
-    cannot promise them for); False: the torch ops only.
+    ``routing`` picks how each router call runs on the CPU for softmax top-k families (Mixtral,
+    Qwen-MoE, OLMoE, Jamba, ...) under a policy whose k is a step function of the entropy
+    (``FixedTopK``, ``EntropyThreshold``); other families, policies, devices and autograd always
+    use the torch ops. "fused" (default): the model's own linear layer and softmax, then the rest
+    of the routing step as one C call (``adaptk.routing.fused``: the same bits as the torch ops,
+    which it hands back any call it cannot promise them for). "native": the whole router, linear
+    layer and softmax included, as one C call, for inference (logits within float32 rounding of
+    the model's, not bit for bit, like ``kernel="native"``; at one token after the experts of the
+    layer before have evicted the caches it costs a fifth of the torch ops). "torch": the torch ops only.
     """
     if not isinstance(policy, Policy):
         raise TypeError(
             f"policy must be an adaptk policy (FixedTopK, EntropyThreshold, TopP, RatioSkip, ...), "
             f"got {type(policy).__name__}"
         )
+    if routing not in ROUTING_MODES:
+        raise ValueError(f"routing must be one of {ROUTING_MODES}, got {routing!r}")
     if check_finite not in CHECK_MODES:
         raise ValueError(f"check_finite must be one of {CHECK_MODES}, got {check_finite!r}")
     if getattr(model, _MARK, None) is not None:
@@ -240,4 +285,4 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
     if model.training:
         log.warning("adaptk routes deterministically; the router's training-time noise/sampling is not applied")
     register_with_transformers()
-    return PatchHandle(model, policy, layers, check_finite, kernel, collect_stats, fused_routing)
+    return PatchHandle(model, policy, layers, check_finite, kernel, collect_stats, routing)

@@ -203,9 +203,9 @@ def test_router_time_script_runs(capsys, monkeypatch, check, after):
     args = ["--hidden", "32", "--width", "16", "--tokens", "3", "--calls", "10", "--check", check]
     out = run_doc_script("router_time.py", args + (["--after-layer"] if after else []), monkeypatch, capsys)
     names = [line.split(":")[0] for line in out]
-    expected = ["router native top-k", "router adaptive", "router adaptive no stats",
+    expected = ["router native top-k", "router adaptive", "router adaptive no stats", "router adaptive native",
                 "router adaptive, torch ops", "router adaptive no stats, torch ops"]
-    assert names == [f"{n} after a layer call" for n in expected] if after else expected
+    assert names == ([f"{n} after a layer call" for n in expected] if after else expected)
 
 
 def test_after_layer_routers_time_only_the_router(monkeypatch):

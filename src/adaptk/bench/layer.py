@@ -77,12 +77,12 @@ def transformers_backend(name: str) -> Callable[..., torch.Tensor]:
 
 
 def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitStack, check_finite: str = "auto",
-                 fused_routing: bool = True) -> dict[str, Callable[[], Any]]:
+                 routing: str = "fused") -> dict[str, Callable[[], Any]]:
     """The router alone, as models run it: transformers' own ``MixtralTopKRouter`` (native top-k)
     vs copies patched by ``adaptk.patch`` with an entropy policy (scores, finite check, entropy,
-    k, masking, weights), with and without the patch's statistics (``check_finite`` and
-    ``fused_routing`` as ``adaptk.patch`` takes them). The patches stay in place until ``stack``
-    closes."""
+    k, masking, weights): with ``routing`` (as ``adaptk.patch`` takes it) with and without the
+    patch's statistics, and, where ``routing`` is not "native", with the native router (whole
+    router in C) and statistics. The patches stay in place until ``stack`` closes."""
     import adaptk
     from transformers.models.mixtral.modeling_mixtral import MixtralTopKRouter
 
@@ -92,21 +92,23 @@ def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitSta
         policy = adaptk.EntropyThreshold((1, kmax), (0.5 * math.log(shape.num_experts),))
     else:
         policy = adaptk.EntropyThreshold((1,), ())
-    routers = []
-    for _ in range(3):
+    arms = {"router adaptive": (True, routing), "router adaptive no stats": (False, routing)}
+    if routing != "native":
+        arms["router adaptive native"] = (True, "native")
+    fns = {}
+    for name in ("router native top-k", *arms):
         router = MixtralTopKRouter(router_config(shape)).to(tokens.router.device, tokens.router.dtype).eval()
         with torch.no_grad():
             router.weight.copy_(tokens.router)
-        routers.append(router)
-    for router, collect in ((routers[1], True), (routers[2], False)):
-        holder = torch.nn.Module()  # a MoE block with no experts to run: only its router is timed
-        holder.gate, holder.experts = router, torch.nn.Module()
-        holder.eval()
-        stack.enter_context(adaptk.patch(holder, policy, collect_stats=collect, check_finite=check_finite,
-                                         fused_routing=fused_routing))
-    native, patched, lean = routers
-    return {"router native top-k": lambda: native(tokens.hidden), "router adaptive": lambda: patched(tokens.hidden),
-            "router adaptive no stats": lambda: lean(tokens.hidden)}
+        if name in arms:
+            collect, how = arms[name]
+            holder = torch.nn.Module()  # a MoE block with no experts to run: only its router is timed
+            holder.gate, holder.experts = router, torch.nn.Module()
+            holder.eval()
+            stack.enter_context(adaptk.patch(holder, policy, collect_stats=collect, check_finite=check_finite,
+                                             routing=how))
+        fns[name] = lambda router=router: router(tokens.hidden)
+    return fns
 
 
 def _after_layer_fns(routers: dict[str, Callable[[], Any]], layer: Callable[[], Any], clock: str, calls: int,
@@ -133,12 +135,20 @@ def _after_layer_fns(routers: dict[str, Callable[[], Any]], layer: Callable[[], 
     return {f"{name} after a layer call": timed(fn) for name, fn in routers.items()}
 
 
-def _shares(router: float, lean: float, native: float, layer: float) -> dict[str, float]:
-    """The routing step's share of (router + layer): with statistics, without, and what adaptk
-    adds to the model's own router (its linear layer, softmax and top-k)."""
-    return {"native_s": native, "adaptive_s": router, "no_stats_s": lean,
-            "share_of_adaptive_layer": router / (router + layer), "share_no_stats": lean / (lean + layer),
-            "added_share": (router - native) / (router + layer)}
+def _shares(times: dict[str, float], layer: float) -> dict[str, float]:
+    """The routing step's share of (router + layer), ``times`` by ``_routing_fns`` name: fused
+    with statistics, without, the native router, and what the fused and native routers add to
+    the model's own router (its linear layer, softmax and top-k; negative: faster than it)."""
+    native, fused = times["router native top-k"], times["router adaptive"]
+    out = {"native_s": native, "adaptive_s": fused, "no_stats_s": times["router adaptive no stats"],
+           "share_of_adaptive_layer": fused / (fused + layer),
+           "share_no_stats": times["router adaptive no stats"] / (times["router adaptive no stats"] + layer),
+           "added_share": (fused - native) / (fused + layer)}
+    whole = times.get("router adaptive native")
+    if whole is not None:
+        out |= {"native_router_s": whole, "share_native_router": whole / (whole + layer),
+                "added_share_native_router": (whole - native) / (whole + layer)}
+    return out
 
 
 def _matmul_only_fns(experts: torch.nn.Module, hidden: torch.Tensor, cases: dict, kernel: str
@@ -259,10 +269,9 @@ def bench_layer(shape: LayerShape, cfg: BenchConfig, device: torch.device) -> di
         # against the fastest adaptk variant: the faster the experts, the larger routing's share
         kernel_variants = [v for v in variants if v.startswith("adaptk") and v not in STRATEGIES]
         adaptive_layer = min(times[f"{v} | {first_mix}"] for v in kernel_variants)
-        names = ("router adaptive", "router adaptive no stats", "router native top-k")
-        result["routing"] = _shares(*(times[n] for n in names), adaptive_layer)
+        result["routing"] = _shares({n: times[n] for n in routers}, adaptive_layer)
         # one call right after the layer, as in a model step (the caches cold): the share there
-        result["routing"]["after_layer"] = _shares(*(times[f"{n} after a layer call"] for n in names),
+        result["routing"]["after_layer"] = _shares({n: times[f"{n} after a layer call"] for n in routers},
                                                    adaptive_layer)
     if cfg.memory:
         mix_name = first_mix

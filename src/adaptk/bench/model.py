@@ -131,7 +131,7 @@ def bench_model(cfg: BenchConfig, spec: str | None = None) -> dict[str, Any]:
         arm_policy, kernel = arms[arm]
         if arm_policy is None:
             return fn()
-        with adaptk.patch(model, arm_policy, kernel=kernel):
+        with adaptk.patch(model, arm_policy, kernel=kernel, routing=routing_for(kernel)):
             return fn()
 
     result: dict[str, Any] = {"model": source, "policy": policy.to_dict(), "prompt_len": mb.prompt_len,
@@ -148,12 +148,18 @@ def bench_model(cfg: BenchConfig, spec: str | None = None) -> dict[str, Any]:
             avg_k = handle.stats().average_k
         for arm, (arm_policy, kernel) in arms.items():
             result["rows"].append({
-                "batch": batch, "arm": arm, "kernel": kernel,
+                "batch": batch, "arm": arm, "kernel": kernel, "routing": routing_for(kernel) if arm_policy else None,
                 "prefill_tok_s": batch * mb.prompt_len / times[f"prefill | {arm}"],
                 "decode_tok_s": batch * mb.decode_steps / times[f"decode | {arm}"],
                 "avg_k_prefill": avg_k if arm_policy is policy else float(native_k),
             })
     return result
+
+
+def routing_for(kernel: str) -> str:
+    """The router the arms of a kernel run: the native kernel's arms (the inexact, fastest CPU
+    configuration) the native router too; the others the default fused step (the torch ops' bits)."""
+    return "native" if kernel == "native" else "fused"
 
 
 def find_experts(model: torch.nn.Module) -> torch.nn.Module:

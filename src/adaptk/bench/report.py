@@ -74,7 +74,8 @@ def layer_tables(layers: list[dict[str, Any]]) -> str:
         "### MoE layer: fixed native k, milliseconds per call (medians)",
         "",
         "| shape | " + " | ".join(h for _, h in TIME_COLUMNS)
-        + " | routing share, hot (stats / none / added) | routing share after a layer call (stats / none / added)"
+        + " | routing share, hot (fused / fused, no stats / native router / added by fused)"
+        " | routing share after a layer call (fused / fused, no stats / native router / added by fused)"
         " | weights read GB/s | peak MiB fixed / adaptive / tf grouped_mm |",
         "|---|" + "---|" * (len(TIME_COLUMNS) + 4),
     ]
@@ -93,10 +94,11 @@ def layer_tables(layers: list[dict[str, Any]]) -> str:
 
 
 def _share_cell(rt: dict[str, Any] | None) -> str:
-    """A routing-share cell: with statistics / without / what adaptk adds."""
+    """A routing-share cell: fused with statistics / without / native router / what fused adds."""
     if not rt:
         return "-"
-    return (f"{100 * rt['share_of_adaptive_layer']:.2f}% / {100 * rt['share_no_stats']:.2f}% / "
+    whole = f"{100 * rt['share_native_router']:.2f}%" if "share_native_router" in rt else "-"
+    return (f"{100 * rt['share_of_adaptive_layer']:.2f}% / {100 * rt['share_no_stats']:.2f}% / {whole} / "
             f"{100 * rt['added_share']:.2f}%")
 
 
@@ -112,7 +114,8 @@ def model_table(m: dict[str, Any]) -> str:
         b = base.get(row["batch"])
         rel = (f"{row['prefill_tok_s'] / b['prefill_tok_s']:.2f} | {row['decode_tok_s'] / b['decode_tok_s']:.2f}"
                if b else "- | -")
-        lines.append(f"| {row['batch']} | {row['arm']} | {row['avg_k_prefill']:.2f} | "
+        arm = row["arm"] + (" (native router)" if row.get("routing") == "native" else "")
+        lines.append(f"| {row['batch']} | {arm} | {row['avg_k_prefill']:.2f} | "
                      f"{row['prefill_tok_s']:.0f} | {row['decode_tok_s']:.1f} | {rel} |")
     return "\n".join(lines)
 

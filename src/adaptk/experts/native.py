@@ -33,6 +33,7 @@ from adaptk.errors import KernelError
 log = logging.getLogger(__name__)
 
 FLAGS = ("-O3", "-march=native", "-std=gnu11", "-fopenmp", "-shared", "-fPIC")
+LIBS = ("-lm",)  # after the source, where the linker looks for what it needs
 _ALIGN = 64  # bytes: the kernel loads packed panels with aligned 64-byte vector loads
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
@@ -73,10 +74,10 @@ def _compiler() -> str:
 
 
 def build(name: str = "small_gemm") -> Path:
-    """Compile ``csrc/NAME.c`` (the small-row GEMM, or ``route_topk`` for the fused routing step)
-    for this CPU unless the cache has it; return the library's path."""
+    """Compile ``csrc/NAME.c`` (the small-row GEMM, or ``route_topk`` for the fused routing step
+    and the native router) for this CPU unless the cache has it; return the library's path."""
     cc, source = _compiler(), _source(name)
-    key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(FLAGS).encode(),
+    key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(FLAGS + LIBS).encode(),
                                      _cpu_fingerprint().encode()])).hexdigest()[:16]
     lib = cache_dir() / f"{name}-{key}.so"
     if lib.exists():
@@ -85,7 +86,7 @@ def build(name: str = "small_gemm") -> Path:
     with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
         src, out = Path(tmp) / f"{name}.c", Path(tmp) / lib.name
         src.write_bytes(source)
-        done = subprocess.run([cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
+        done = subprocess.run([cc, *FLAGS, str(src), "-o", str(out), *LIBS], capture_output=True, text=True)
         if done.returncode != 0:
             instead = "use kernel='onednn-packed'" if name == "small_gemm" else "adaptk routes with torch ops"
             raise NativeBuildError(f"compiling {name}.c failed ({cc} {' '.join(FLAGS)}):\n"

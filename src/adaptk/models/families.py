@@ -46,9 +46,9 @@ class RenormalisedTopK:
     def renormalises(self, router: nn.Module) -> bool:
         return bool(self.normalize if self.normalize is not None else router.norm_topk_prob)
 
-    def cast(self, w: torch.Tensor, s: RouterScores, hidden_dtype: torch.dtype) -> torch.Tensor:
+    def cast(self, w: torch.Tensor, logits_dtype: torch.dtype, hidden_dtype: torch.dtype) -> torch.Tensor:
         if self.out == "logits":
-            return w.to(s.logits.dtype)
+            return w.to(logits_dtype)
         if self.out == "hidden":
             return w.to(hidden_dtype)
         return w
@@ -59,7 +59,7 @@ class RenormalisedTopK:
         w = _kept(cand_probs, sel)  # [T, K]
         if self.renormalises(router):
             w = w / w.sum(dim=-1, keepdim=True)
-        return self.cast(w, s, hidden_dtype)
+        return self.cast(w, s.logits.dtype, hidden_dtype)
 
 
 def _logit_softmax(cast_to_hidden: bool):
@@ -88,6 +88,7 @@ MIXTRAL = MoEFamily(
     name="mixtral",
     router_classes=("MixtralTopKRouter", "MiniMaxTopKRouter"),
     scores=_mixtral_scores,
+    linear_softmax=True,
     weights=RenormalisedTopK(True, "float32"),
 )
 
@@ -115,6 +116,7 @@ QWEN = MoEFamily(
         "Qwen4ExpTextTopKRouter",
     ),
     scores=_qwen_scores,
+    linear_softmax=True,
     weights=RenormalisedTopK(None, "logits"),
 )
 
@@ -131,6 +133,7 @@ JAMBA = MoEFamily(
     name="jamba",
     router_classes=("JambaTopKRouter",),
     scores=_jamba_scores,
+    linear_softmax=True,
     weights=RenormalisedTopK(False, "hidden"),
     router_attr="router",
 )

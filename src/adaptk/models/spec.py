@@ -52,6 +52,9 @@ class MoEFamily:
     router_attr: str = "gate"
     experts_attr: str = "experts"
     distribution: str = "softmax over the router logits"
+    # the scores are F.linear(hidden [T, H], router.weight) and their float32 softmax (no bias, no
+    # temperature): adaptk's native router (routing="native") may compute them in one C call
+    linear_softmax: bool = False
 
     def __post_init__(self) -> None:
         if not self.router_classes:

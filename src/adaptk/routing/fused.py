@@ -9,7 +9,15 @@ of the logits run as one pass in C, compiled for this CPU like the native kernel
 
 It gives torch's bits or none: the entropy is torch's (``entropy_nats``), and where the C code
 cannot promise torch.topk's order (a tie among a row's K + 1 largest probabilities, a NaN) it
-declines and the caller runs the torch ops. Shapes: T tokens, N experts, K = len(tau).
+declines and the caller runs the torch ops.
+
+``route_native`` goes further for inference (``adaptk.patch(..., routing="native")``): the
+router's linear layer, softmax and entropy too, so that a whole router call is one C call. Its
+own summation order and libm's expf/logf: logits within float32 rounding of torch's (one bfloat16
+unit in the last place), entropies within a few float32 units, ties kept lower index first; not
+bit for bit, like the native experts kernel.
+
+Shapes: T tokens, H hidden size, N experts, K = len(tau).
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ log = logging.getLogger(__name__)
 OK, NONFINITE, DECLINED = 0, 1, 2  # what adaptk_route_topk returns
 LOGIT_CODES = {torch.float32: 1, torch.bfloat16: 2, torch.float16: 3}  # 0: do not check
 MAX_K = 64
+MAX_N = 4096  # experts the native router takes (route_topk.c's MAXN)
+PARALLEL_TOKENS = 64  # the native router shares tokens out among torch's threads from this many on
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
@@ -42,11 +52,20 @@ def _route():
 
 
 @functools.cache
+def _native():
+    fn = ctypes.CDLL(str(native.build("route_topk"))).adaptk_route_native
+    fn.argtypes = [_PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int, _PTR, ctypes.c_int, ctypes.c_int,
+                   _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+@functools.cache
 def unavailable() -> str | None:
-    """Why the fused routing step cannot run here (no C compiler, ...), or None if it can
+    """Why the fused routing step and the native router cannot run here (no C compiler, ...), or None if it can
     (asked once per process: a failing compiler is not run again for every layer)."""
     try:
-        _route()
+        _route(), _native()
     except (native.NativeBuildError, OSError) as err:
         return str(err)
     return None
@@ -88,3 +107,49 @@ def eligible(probs: torch.Tensor, logits: torch.Tensor, k: int) -> bool:
             and probs.shape[0] > 0 and k <= min(probs.shape[1], MAX_K) and probs.is_contiguous()
             and logits.dtype in LOGIT_CODES and logits.is_contiguous() and logits.shape == probs.shape
             and not probs.requires_grad)
+
+
+class Routed(NamedTuple):
+    status: int  # OK, or NONFINITE (a logit is NaN/Inf: use the torch ops, which raise or count it)
+    logits: torch.Tensor | None  # [T, N] in the hidden dtype
+    selection: Selection | None
+    weights: torch.Tensor | None  # [T, K] float32
+
+
+def route_native(hidden: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor, renormalise: bool) -> Routed:
+    """The whole router of a softmax top-k family in one call: hidden [T, H] and weight [N, H]
+    (both float32 or both bfloat16, contiguous CPU; see ``native_eligible``), tau [K] float32
+    -> logits = hidden @ weight.T, probabilities = softmax(logits in float32), their entropy, and
+    the ``Selection`` (no ``top_probs``) and weights ``route_topk`` gives for those
+    (renormalised for any K). Six allocations and one C call: at one token, after a layer has
+    evicted the caches, each torch op here costs microseconds."""
+    t, h = hidden.shape
+    n, k = weight.shape[0], tau.shape[0]
+    logits = torch.empty(t, n, dtype=hidden.dtype)
+    entropy = torch.empty(t, dtype=torch.float32)
+    cand = torch.empty(t, k, dtype=torch.int64)
+    indices = torch.empty(t, k, dtype=torch.int64)
+    drop = torch.empty(t, k, dtype=torch.bool)
+    weights = torch.empty(t, k, dtype=torch.float32)
+    threads = torch.get_num_threads() if t >= PARALLEL_TOKENS else 1
+    status = _native()(hidden.data_ptr(), weight.data_ptr(), t, h, n, k, int(hidden.dtype == torch.bfloat16),
+                       tau.data_ptr(), int(renormalise), threads, logits.data_ptr(), entropy.data_ptr(),
+                       cand.data_ptr(), indices.data_ptr(), drop.data_ptr(), None, weights.data_ptr())
+    if status == DECLINED:  # native_eligible admits no such shape
+        raise ValueError(f"route_native takes K <= {MAX_K}, K <= N <= {MAX_N}; got K={k}, N={n}")
+    if status != OK:
+        return Routed(status, None, None, None)
+    return Routed(OK, logits, Selection(indices, cand, drop, entropy, None, None), weights)
+
+
+_NATIVE_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def native_eligible(hidden: torch.Tensor, weight: torch.Tensor, k: int) -> bool:
+    """Whether ``route_native`` takes this call (else: the torch ops): hidden [T, H] and weight
+    [N, H] of one dtype (float32, bfloat16), contiguous, on the CPU, K <= N; never under autograd."""
+    return (hidden.is_cpu and weight.is_cpu and hidden.dtype is weight.dtype and hidden.dtype in _NATIVE_DTYPES
+            and hidden.dim() == 2 and hidden.shape[0] > 0 and hidden.shape[1] == weight.shape[1]
+            and k <= min(weight.shape[0], MAX_K) and weight.shape[0] <= MAX_N
+            and hidden.is_contiguous() and weight.is_contiguous()
+            and not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)))

@@ -1,21 +1,29 @@
 /* adaptk: the routing step of a softmax top-k router under an entropy-threshold policy, in one
  * call (adaptk/routing/fused.py). At one token a torch op costs microseconds of dispatch, and
- * more when the layer before has evicted the caches; this replaces the top-k, the threshold
- * comparison, the sentinel fill, the kept weights and (for K <= 2) their renormalisation, and
- * the NaN/Inf check of the logits, with one pass over [T, N].
+ * tens of microseconds when the layer before has evicted the caches. Two entry points:
  *
- * It reproduces torch's results bit for bit or declines: the top K are the K largest
- * probabilities, best first, which is torch.topk(sorted=True)'s answer whenever the K + 1 largest
- * values of a row are distinct; where two of them tie (torch's order among ties is its own) or a
- * probability is NaN, it returns 2 and the caller runs the torch ops instead. The entropy is
- * the caller's (torch's). Sums of K <= 2 terms are (0 + a) + b, as torch's sum of a short row.
+ * adaptk_route_topk (the "fused" step) replaces the top-k, the threshold comparison, the sentinel
+ * fill, the kept weights and (for K <= 2) their renormalisation, and the NaN/Inf check of the
+ * logits, with one pass over [T, N]. It reproduces torch's results bit for bit or declines: the
+ * top K are the K largest probabilities, best first, which is torch.topk(sorted=True)'s answer
+ * whenever the K + 1 largest values of a row are distinct; where two of them tie (torch's order
+ * among ties is its own) or a probability is NaN, it returns 2 and the caller runs the torch ops
+ * instead. The entropy is the caller's (torch's). Sums of K <= 2 terms are (0 + a) + b, as
+ * torch's sum of a short row.
  *
- * Shapes: T tokens, N experts, K kept at most (K <= N).
+ * adaptk_route_native (the "native" router) also computes the router's linear layer, softmax and
+ * entropy, so that a whole router call is one C call. Its own summation order and libm's
+ * expf/logf: the logits agree with torch's to float32 rounding (bfloat16 logits to one unit in
+ * the last place), not bit for bit, and ties keep the lower expert index first.
+ *
+ * Shapes: T tokens, H hidden size, N experts, K kept at most (K <= N).
  */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #define MAXK 64
+#define MAXN 4096 /* experts per row the native router takes (a stack row of probabilities) */
 
 /* dtype codes of the logits: 0 = do not check, 1 = float32, 2 = bfloat16, 3 = float16 */
 static int row_finite(const void *logits, int64_t t, int64_t n, int code) {
@@ -32,6 +40,49 @@ static int row_finite(const void *logits, int64_t t, int64_t n, int code) {
                 return 0;
     }
     return 1;
+}
+
+/* The `keep` largest of p[0..N), best first, into val/idx (strictly greater moves up: of equal
+ * values the lower index stays first). Returns 0, or 2 if a value is NaN. */
+static int row_top(const float *p, int64_t N, int64_t keep, float *val, int64_t *idx) {
+    int64_t filled = 0;
+    for (int64_t i = 0; i < N; i++) {
+        float v = p[i];
+        if (v != v)
+            return 2;
+        if (filled == keep && !(v > val[keep - 1]))
+            continue;
+        int64_t j = filled < keep ? filled++ : keep - 1;
+        while (j > 0 && v > val[j - 1]) { /* insertion */
+            val[j] = val[j - 1];
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        val[j] = v;
+        idx[j] = i;
+    }
+    return 0;
+}
+
+/* Row t's outputs from its top K (val, idx) and entropy h: see adaptk_route_topk. */
+static void row_out(int64_t t, int64_t N, int64_t K, const float *val, const int64_t *idx, float h,
+                    const float *tau, int renorm, int64_t *cand, int64_t *indices, uint8_t *drop, float *top,
+                    float *weights) {
+    float sum = 0.0f;
+    for (int64_t r = 0; r < K; r++) {
+        int d = h < tau[r];
+        int64_t o = t * K + r;
+        cand[o] = idx[r];
+        indices[o] = d ? N : idx[r];
+        drop[o] = (uint8_t)d;
+        if (top)
+            top[o] = val[r];
+        weights[o] = d ? 0.0f : val[r];
+        sum += weights[o];
+    }
+    if (renorm)
+        for (int64_t r = 0; r < K; r++)
+            weights[t * K + r] /= sum;
 }
 
 /* probs [T, N] float32 (rows of a softmax), entropy [T] float32, tau [K] float32 (rank r is
@@ -51,42 +102,132 @@ int adaptk_route_topk(const float *probs, int64_t T, int64_t N, int64_t K, const
             return 1;
     const int64_t keep = K < N ? K + 1 : K; /* the K + 1 largest, to see a tie at the boundary */
     for (int64_t t = 0; t < T; t++) {
-        const float *p = probs + t * N;
         float val[MAXK + 1];
         int64_t idx[MAXK + 1];
-        int64_t filled = 0;
-        for (int64_t i = 0; i < N; i++) {
-            float v = p[i];
-            if (v != v)
-                return 2;
-            if (filled == keep && !(v > val[keep - 1]))
-                continue;
-            int64_t j = filled < keep ? filled++ : keep - 1;
-            while (j > 0 && v > val[j - 1]) { /* insertion: strictly greater moves up */
-                val[j] = val[j - 1];
-                idx[j] = idx[j - 1];
-                j--;
-            }
-            val[j] = v;
-            idx[j] = i;
-        }
+        if (row_top(probs + t * N, N, keep, val, idx))
+            return 2;
         for (int64_t j = 0; j + 1 < keep; j++)
             if (val[j] == val[j + 1])
                 return 2;
-        float sum = 0.0f;
-        for (int64_t r = 0; r < K; r++) {
-            int d = entropy[t] < tau[r];
-            int64_t o = t * K + r;
-            cand[o] = idx[r];
-            indices[o] = d ? N : idx[r];
-            drop[o] = (uint8_t)d;
-            top[o] = val[r];
-            weights[o] = d ? 0.0f : val[r];
-            sum += weights[o];
-        }
-        if (renorm)
-            for (int64_t r = 0; r < K; r++)
-                weights[t * K + r] /= sum;
+        row_out(t, N, K, val, idx, entropy[t], tau, renorm, cand, indices, drop, top, weights);
     }
     return 0;
+}
+
+/* ---- the native router: linear layer, softmax, entropy and the step above, in one call ---- */
+
+#define TB 4 /* tokens per block of the router's matvec (each weight row is read once per block) */
+
+static inline float load(const void *p, int64_t i, int bf16) {
+    if (bf16) {
+        uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
+        float f;
+        memcpy(&f, &u, sizeof f);
+        return f;
+    }
+    return ((const float *)p)[i];
+}
+
+static inline uint16_t to_bf16(float f) { /* round to nearest even, as torch (NaN stays a quiet NaN) */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* out [tb, N] = hidden[t0 .. t0 + tb) [tb, H] . weight [N, H]^T, float32 sums in 16 lanes (then
+ * the lanes in order); bf16 is a constant in each inlined copy, so the lane loop vectorises. */
+static inline __attribute__((always_inline)) void block_logits(const void *hidden, const void *weight, int64_t t0,
+                                                               int64_t tb, int64_t H, int64_t N, int bf16,
+                                                               float *out) {
+    for (int64_t e = 0; e < N; e++) {
+        float acc[TB][16] = {{0.0f}};
+        int64_t j = 0;
+        for (; j + 16 <= H; j += 16)
+            for (int64_t b = 0; b < tb; b++)
+                for (int l = 0; l < 16; l++)
+                    acc[b][l] += load(hidden, (t0 + b) * H + j + l, bf16) * load(weight, e * H + j + l, bf16);
+        for (int64_t b = 0; b < tb; b++) {
+            float s = 0.0f;
+            for (int l = 0; l < 16; l++)
+                s += acc[b][l];
+            for (int64_t r = j; r < H; r++)
+                s += load(hidden, (t0 + b) * H + r, bf16) * load(weight, e * H + r, bf16);
+            out[b * N + e] = s;
+        }
+    }
+}
+
+/* One block of tokens, start to end; returns 0, or 1 if a logit is NaN or Inf. */
+static int native_block(const void *hidden, const void *weight, int64_t blk, int64_t T, int64_t H, int64_t N,
+                        int64_t K, int bf16, const float *tau, int renorm, void *logits, float *entropy,
+                        int64_t *cand, int64_t *indices, uint8_t *drop, float *top, float *weights) {
+    float l[TB * MAXN];
+    const int64_t t0 = blk * TB, tb = T - t0 < TB ? T - t0 : TB;
+    if (bf16)
+        block_logits(hidden, weight, t0, tb, H, N, 1, l);
+    else
+        block_logits(hidden, weight, t0, tb, H, N, 0, l);
+    for (int64_t b = 0; b < tb; b++) {
+        const int64_t t = t0 + b;
+        float *row = l + b * N;
+        float m = -INFINITY;
+        for (int64_t e = 0; e < N; e++) {
+            if (bf16) { /* the logits the model sees are bfloat16: softmax over those */
+                uint16_t r = to_bf16(row[e]);
+                ((uint16_t *)logits)[t * N + e] = r;
+                row[e] = load(&r, 0, 1);
+            } else {
+                ((float *)logits)[t * N + e] = row[e];
+            }
+            if (!isfinite(row[e]))
+                return 1;
+            m = row[e] > m ? row[e] : m;
+        }
+        float sum = 0.0f, h = 0.0f;
+        for (int64_t e = 0; e < N; e++) {
+            row[e] = expf(row[e] - m);
+            sum += row[e];
+        }
+        for (int64_t e = 0; e < N; e++) {
+            row[e] /= sum; /* the probabilities, in place */
+            if (row[e] > 0.0f)
+                h -= row[e] * logf(row[e]);
+        }
+        entropy[t] = h;
+        float val[MAXK];
+        int64_t idx[MAXK];
+        row_top(row, N, K, val, idx);
+        row_out(t, N, K, val, idx, h, tau, renorm, cand, indices, drop, top, weights);
+    }
+    return 0;
+}
+
+/* hidden [T, H] and weight [N, H], both float32 (bf16 = 0) or both bfloat16 (bf16 = 1); tau [K].
+ * Writes logits [T, N] in the input dtype, entropy [T] (nats, of the softmax of the logits) and
+ * what adaptk_route_topk writes (renorm for any K; top may be NULL: not written). Token blocks shared out among `threads`
+ * OpenMP threads. Returns 0; 1 if a logit is NaN or Inf (the caller runs the torch ops, which
+ * raise or count it); 2 if the shape is not one it takes (K > 64, N > 4096). */
+int adaptk_route_native(const void *hidden, const void *weight, int64_t T, int64_t H, int64_t N, int64_t K,
+                        int bf16, const float *tau, int renorm, int threads, void *logits, float *entropy,
+                        int64_t *cand, int64_t *indices, uint8_t *drop, float *top, float *weights) {
+    if (K < 1 || K > N || K > MAXK || N > MAXN)
+        return 2;
+    const int64_t blocks = (T + TB - 1) / TB;
+    int status = 0;
+    if (threads <= 1 || blocks <= 1) {
+        for (int64_t blk = 0; blk < blocks && !status; blk++)
+            status = native_block(hidden, weight, blk, T, H, N, K, bf16, tau, renorm, logits, entropy, cand,
+                                  indices, drop, top, weights);
+        return status;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(max : status)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        int s = native_block(hidden, weight, blk, T, H, N, K, bf16, tau, renorm, logits, entropy, cand, indices,
+                             drop, top, weights);
+        status = s > status ? s : status;
+    }
+    return status;
 }

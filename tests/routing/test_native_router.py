@@ -1,0 +1,139 @@
+"""``adaptk.routing.fused.route_native``: the whole softmax top-k router in one C call, checked
+against a float64 reference of the same router (not bit for bit: its own summation order)."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adaptk import EntropyThreshold, FixedTopK
+from adaptk.routing import fused
+
+pytestmark = pytest.mark.skipif(fused.unavailable() is not None, reason="no C compiler for the native router")
+
+
+def _inputs(t: int, h: int, n: int, dtype: torch.dtype, seed: int, levels: int | None = None):
+    """hidden [T, H] and router weight [N, H]; ``levels`` quantises the weights so that logits tie."""
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(t, h, generator=g)
+    weight = torch.randn(n, h, generator=g) * 3 / math.sqrt(h)  # logits of std ~3: entropies spread out
+    if levels is not None:
+        hidden, weight = hidden.sign(), (weight * levels).round()
+    return hidden.to(dtype), weight.to(dtype)
+
+
+def _policy(kind: str, k: int, n: int):
+    log_n = math.log(max(n, 2))
+    if kind == "fixed" or k == 1:
+        return FixedTopK(k)
+    if kind == "two" or k < 3:
+        return EntropyThreshold([1, k], [0.5 * log_n])
+    return EntropyThreshold([1, 2, k], [0.3 * log_n, 0.6 * log_n])
+
+
+def _check(out: fused.Routed, hidden, weight, tau, renorm: bool) -> None:
+    t, n, k = hidden.shape[0], weight.shape[0], tau.shape[0]
+    h64, w64 = hidden.double(), weight.double()
+    exact = h64 @ w64.T  # [T, N]
+    scale = (h64.abs() @ w64.abs().T).clamp_min(1e-30)  # what a float32 sum's rounding error scales with
+    logits = out.logits.double()
+    bound = 1e-5 * scale + (2.0**-8 * exact.abs() if hidden.dtype == torch.bfloat16 else 0.0)
+    assert out.logits.dtype == hidden.dtype and bool(((logits - exact).abs() <= bound).all())
+    # the rest, against a float64 reference of the softmax of the logits it returned
+    probs = torch.softmax(logits, dim=-1)  # [T, N]
+    entropy = -(probs * probs.clamp_min(1e-300).log()).sum(dim=-1)
+    sel = out.selection
+    assert torch.allclose(sel.entropy.double(), entropy, atol=1e-5)
+    cand = sel.candidates  # [T, K]: distinct, best first, the top K of each row
+    assert bool((cand.sort(dim=-1).values.diff(dim=-1) > 0).all()) and bool(((cand >= 0) & (cand < n)).all())
+    chosen = probs.gather(1, cand)
+    assert bool((chosen.diff(dim=-1) <= 1e-6).all())
+    kth = probs.topk(k, dim=-1).values[:, -1:]
+    assert bool((chosen[:, -1:] >= kth - 1e-6).all())
+    # its own entropy decides: slot r is dropped iff entropy < tau[r]
+    assert torch.equal(sel.drop, sel.entropy[:, None] < tau[None, :])
+    assert torch.equal(sel.indices, cand.masked_fill(sel.drop, n))
+    kept = chosen.masked_fill(sel.drop, 0.0)
+    if renorm:
+        kept = kept / kept.sum(dim=-1, keepdim=True)
+    assert out.weights.dtype == torch.float32 and torch.allclose(out.weights.double(), kept, atol=1e-5)
+    assert sel.chosen_k is None and sel.top_probs is None and t == sel.indices.shape[0]
+
+
+@settings(max_examples=150, deadline=None)
+@given(t=st.integers(1, 20), h=st.integers(1, 70), n=st.integers(1, 70), data=st.data(),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), levels=st.sampled_from([None, None, 2]),
+       seed=st.integers(0, 2**16))
+def test_native_router_matches_a_float64_reference(t, h, n, data, dtype, levels, seed):
+    k = data.draw(st.integers(1, min(n, 8)), label="k")
+    policy = _policy(data.draw(st.sampled_from(["fixed", "two", "steps"]), label="policy"), k, n)
+    renorm = data.draw(st.booleans(), label="renorm")
+    hidden, weight = _inputs(t, h, n, dtype, seed, levels)
+    tau = policy.rank_thresholds(0, k, hidden.device)
+    out = fused.route_native(hidden, weight, tau, renorm)
+    assert out.status == fused.OK
+    _check(out, hidden, weight, tau, renorm)
+
+
+def test_ties_keep_the_lower_expert_first():
+    hidden = torch.ones(3, 16)
+    weight = torch.zeros(6, 16)  # every logit 0: six-way ties
+    out = fused.route_native(hidden, weight, FixedTopK(4).rank_thresholds(0, 4, hidden.device), True)
+    assert out.selection.candidates.tolist() == [[0, 1, 2, 3]] * 3
+    assert torch.allclose(out.weights, torch.full((3, 4), 0.25))
+    assert torch.allclose(out.selection.entropy, torch.full((3,), math.log(6)))
+
+
+@pytest.mark.parametrize("tokens", [64, 203])
+def test_threads_share_out_tokens_without_changing_a_bit(tokens, monkeypatch):
+    hidden, weight = _inputs(tokens, 96, 40, torch.float32, 3)
+    tau = EntropyThreshold([1, 4], [0.5 * math.log(40)]).rank_thresholds(0, 4, hidden.device)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fused.route_native(hidden, weight, tau, False)
+        torch.set_num_threads(2)
+        two = fused.route_native(hidden, weight, tau, False)
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(one.logits, two.logits) and torch.equal(one.weights, two.weights)
+    for a, b in zip(one.selection, two.selection, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+    _check(one, hidden, weight, tau, False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "overflow"])
+def test_nan_or_inf_logits_are_reported(dtype, bad):
+    hidden, weight = _inputs(5, 32, 8, dtype, 0)
+    if bad == "overflow":  # finite inputs whose logit overflows (float32 max ~3.4e38)
+        hidden[2], weight[1] = 1e30, 1e30
+    else:
+        hidden[3, 7] = bad
+    tau = FixedTopK(2).rank_thresholds(0, 2, hidden.device)
+    out = fused.route_native(hidden, weight, tau, True)
+    assert out.status == fused.NONFINITE and out.logits is None and out.selection is None
+
+
+def test_shapes_it_does_not_take_are_refused():
+    hidden, weight = _inputs(2, 8, fused.MAX_N + 1, torch.float32, 0)
+    tau = FixedTopK(2).rank_thresholds(0, 2, hidden.device)
+    assert not fused.native_eligible(hidden, weight, 2)
+    with pytest.raises(ValueError, match="K <= N <= 4096"):
+        fused.route_native(hidden, weight, tau, True)
+
+
+def test_tensors_it_does_not_take_are_left_to_the_other_paths():
+    hidden, weight = _inputs(4, 16, 8, torch.float32, 0)
+    assert fused.native_eligible(hidden, weight, 2)
+    assert not fused.native_eligible(hidden.t().contiguous().t(), weight, 2)  # not contiguous
+    assert not fused.native_eligible(hidden.half(), weight.half(), 2)
+    assert not fused.native_eligible(hidden.bfloat16(), weight, 2)  # dtypes differ
+    assert not fused.native_eligible(hidden[:0], weight, 2)  # no tokens
+    assert not fused.native_eligible(hidden[:, :8].contiguous(), weight, 2)  # hidden sizes differ
+    assert not fused.native_eligible(hidden, weight, 9)  # K > N
+    assert not fused.native_eligible(hidden, weight.clone().requires_grad_(), 2)  # autograd: the torch ops
+    with torch.no_grad():
+        assert fused.native_eligible(hidden, weight.clone().requires_grad_(), 2)
