@@ -260,10 +260,12 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
     (``FixedTopK``, ``EntropyThreshold``); other families, policies, devices and autograd always
     use the torch ops. "fused" (default): the model's own linear layer and softmax, then the rest
     of the routing step as one C call (``adaptk.routing.fused``: the same bits as the torch ops,
-    which it hands back any call it cannot promise them for). "native": the whole router, linear
-    layer and softmax included, as one C call, for inference (logits within float32 rounding of
-    the model's, not bit for bit, like ``kernel="native"``; at one token after the experts of the
-    layer before have evicted the caches it costs a fifth of the torch ops). "torch": the torch ops only.
+    which it hands back any call it cannot promise them for). "native": for calls of up to 16
+    tokens (decode steps), the whole router, linear layer and softmax included, as one C call,
+    for inference: logits within float32 rounding of the model's, not bit for bit, like
+    ``kernel="native"``; right after a layer call at one token it takes about half the time of
+    the fused step and less than the model's own router (docs/performance.md); longer calls take
+    the fused step. "torch": the torch ops only.
     """
     if not isinstance(policy, Policy):
         raise TypeError(

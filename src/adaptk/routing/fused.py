@@ -38,7 +38,7 @@ OK, NONFINITE, DECLINED = 0, 1, 2  # what adaptk_route_topk returns
 LOGIT_CODES = {torch.float32: 1, torch.bfloat16: 2, torch.float16: 3}  # 0: do not check
 MAX_K = 64
 MAX_N = 4096  # experts the native router takes (route_topk.c's MAXN)
-PARALLEL_TOKENS = 64  # the native router shares tokens out among torch's threads from this many on
+NATIVE_MAX_TOKENS = 16  # calls of more tokens: torch's GEMM is faster and its dispatch a small share
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
@@ -54,8 +54,8 @@ def _route():
 @functools.cache
 def _native():
     fn = ctypes.CDLL(str(native.build("route_topk"))).adaptk_route_native
-    fn.argtypes = [_PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int, _PTR, ctypes.c_int, ctypes.c_int,
-                   _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
+    fn.argtypes = [_PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int, _PTR, ctypes.c_int,
+                   _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
     fn.restype = ctypes.c_int
     return fn
 
@@ -121,8 +121,9 @@ def route_native(hidden: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor, 
     (both float32 or both bfloat16, contiguous CPU; see ``native_eligible``), tau [K] float32
     -> logits = hidden @ weight.T, probabilities = softmax(logits in float32), their entropy, and
     the ``Selection`` (no ``top_probs``) and weights ``route_topk`` gives for those
-    (renormalised for any K). Six allocations and one C call: at one token, after a layer has
-    evicted the caches, each torch op here costs microseconds."""
+    (renormalised for any K). One thread, any T (``native_eligible`` keeps it to few tokens).
+    Six allocations and one C call: at one token, after a layer has evicted the caches, each
+    torch op costs microseconds."""
     t, h = hidden.shape
     n, k = weight.shape[0], tau.shape[0]
     logits = torch.empty(t, n, dtype=hidden.dtype)
@@ -131,10 +132,9 @@ def route_native(hidden: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor, 
     indices = torch.empty(t, k, dtype=torch.int64)
     drop = torch.empty(t, k, dtype=torch.bool)
     weights = torch.empty(t, k, dtype=torch.float32)
-    threads = torch.get_num_threads() if t >= PARALLEL_TOKENS else 1
     status = _native()(hidden.data_ptr(), weight.data_ptr(), t, h, n, k, int(hidden.dtype == torch.bfloat16),
-                       tau.data_ptr(), int(renormalise), threads, logits.data_ptr(), entropy.data_ptr(),
-                       cand.data_ptr(), indices.data_ptr(), drop.data_ptr(), None, weights.data_ptr())
+                       tau.data_ptr(), int(renormalise), logits.data_ptr(), entropy.data_ptr(),
+                       cand.data_ptr(), indices.data_ptr(), drop.data_ptr(), weights.data_ptr())
     if status == DECLINED:  # native_eligible admits no such shape
         raise ValueError(f"route_native takes K <= {MAX_K}, K <= N <= {MAX_N}; got K={k}, N={n}")
     if status != OK:
@@ -146,10 +146,11 @@ _NATIVE_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def native_eligible(hidden: torch.Tensor, weight: torch.Tensor, k: int) -> bool:
-    """Whether ``route_native`` takes this call (else: the torch ops): hidden [T, H] and weight
-    [N, H] of one dtype (float32, bfloat16), contiguous, on the CPU, K <= N; never under autograd."""
+    """Whether ``route_native`` takes this call (else the fused step or the torch ops): hidden
+    [T, H] with 1 <= T <= NATIVE_MAX_TOKENS and weight [N, H] of one dtype (float32, bfloat16),
+    contiguous, on the CPU, K <= N; never under autograd."""
     return (hidden.is_cpu and weight.is_cpu and hidden.dtype is weight.dtype and hidden.dtype in _NATIVE_DTYPES
-            and hidden.dim() == 2 and hidden.shape[0] > 0 and hidden.shape[1] == weight.shape[1]
+            and hidden.dim() == 2 and 0 < hidden.shape[0] <= NATIVE_MAX_TOKENS and hidden.shape[1] == weight.shape[1]
             and k <= min(weight.shape[0], MAX_K) and weight.shape[0] <= MAX_N
             and hidden.is_contiguous() and weight.is_contiguous()
             and not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)))

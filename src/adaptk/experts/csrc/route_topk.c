@@ -75,7 +75,7 @@ static void row_out(int64_t t, int64_t N, int64_t K, const float *val, const int
         cand[o] = idx[r];
         indices[o] = d ? N : idx[r];
         drop[o] = (uint8_t)d;
-        if (top)
+        if (top) /* NULL from the native router */
             top[o] = val[r];
         weights[o] = d ? 0.0f : val[r];
         sum += weights[o];
@@ -116,9 +116,27 @@ int adaptk_route_topk(const float *probs, int64_t T, int64_t N, int64_t K, const
 
 /* ---- the native router: linear layer, softmax, entropy and the step above, in one call ---- */
 
-#define TB 4 /* tokens per block of the router's matvec (each weight row is read once per block) */
+#define TB 4 /* tokens x experts per register block of the router's matvec: 16 accumulators */
+#define EB 4
 
-static inline float load(const void *p, int64_t i, int bf16) {
+typedef float v16f __attribute__((vector_size(64)));
+typedef uint16_t v16h __attribute__((vector_size(32)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+
+static inline v16f load16(const void *p, int64_t i, int bf16) { /* 16 values from element i, unaligned */
+    v16f v;
+    if (bf16) {
+        v16h h;
+        memcpy(&h, (const uint16_t *)p + i, sizeof h);
+        v16u u = __builtin_convertvector(h, v16u) << 16;
+        memcpy(&v, &u, sizeof v);
+    } else {
+        memcpy(&v, (const float *)p + i, sizeof v);
+    }
+    return v;
+}
+
+static inline float load1(const void *p, int64_t i, int bf16) {
     if (bf16) {
         uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
         float f;
@@ -137,48 +155,64 @@ static inline uint16_t to_bf16(float f) { /* round to nearest even, as torch (Na
     return (uint16_t)(u >> 16);
 }
 
-/* out [tb, N] = hidden[t0 .. t0 + tb) [tb, H] . weight [N, H]^T, float32 sums in 16 lanes (then
- * the lanes in order); bf16 is a constant in each inlined copy, so the lane loop vectorises. */
+/* out [TB, N] = hidden rows t0.. (TB of them, the last repeated past T) . weight [N, H]^T: each
+ * dot product a float32 sum in 16 lanes, then the lanes in order, then the tail of H; the same
+ * arithmetic for a token whatever T or its place in a block. bf16 is a constant in each inlined
+ * copy. */
 static inline __attribute__((always_inline)) void block_logits(const void *hidden, const void *weight, int64_t t0,
-                                                               int64_t tb, int64_t H, int64_t N, int bf16,
+                                                               int64_t T, int64_t H, int64_t N, int bf16,
                                                                float *out) {
-    for (int64_t e = 0; e < N; e++) {
-        float acc[TB][16] = {{0.0f}};
-        int64_t j = 0;
-        for (; j + 16 <= H; j += 16)
-            for (int64_t b = 0; b < tb; b++)
-                for (int l = 0; l < 16; l++)
-                    acc[b][l] += load(hidden, (t0 + b) * H + j + l, bf16) * load(weight, e * H + j + l, bf16);
-        for (int64_t b = 0; b < tb; b++) {
-            float s = 0.0f;
-            for (int l = 0; l < 16; l++)
-                s += acc[b][l];
-            for (int64_t r = j; r < H; r++)
-                s += load(hidden, (t0 + b) * H + r, bf16) * load(weight, e * H + r, bf16);
-            out[b * N + e] = s;
+    int64_t rows[TB];
+    for (int b = 0; b < TB; b++)
+        rows[b] = (t0 + b < T ? t0 + b : T - 1) * H;
+    const int64_t body = H - H % 16;
+    for (int64_t e0 = 0; e0 < N; e0 += EB) {
+        int64_t cols[EB];
+        for (int c = 0; c < EB; c++)
+            cols[c] = (e0 + c < N ? e0 + c : N - 1) * H;
+        v16f acc[TB][EB];
+        for (int b = 0; b < TB; b++)
+            for (int c = 0; c < EB; c++)
+                acc[b][c] = (v16f){0};
+        for (int64_t j = 0; j < body; j += 16) {
+            v16f x[TB], w[EB];
+            for (int b = 0; b < TB; b++)
+                x[b] = load16(hidden, rows[b] + j, bf16);
+            for (int c = 0; c < EB; c++)
+                w[c] = load16(weight, cols[c] + j, bf16);
+            for (int b = 0; b < TB; b++)
+                for (int c = 0; c < EB; c++)
+                    acc[b][c] += x[b] * w[c];
         }
+        for (int b = 0; b < TB; b++)
+            for (int c = 0; c < EB && e0 + c < N; c++) {
+                float s = 0.0f;
+                for (int l = 0; l < 16; l++)
+                    s += acc[b][c][l];
+                for (int64_t j = body; j < H; j++)
+                    s += load1(hidden, rows[b] + j, bf16) * load1(weight, cols[c] + j, bf16);
+                out[b * N + e0 + c] = s;
+            }
     }
 }
 
-/* One block of tokens, start to end; returns 0, or 1 if a logit is NaN or Inf. */
-static int native_block(const void *hidden, const void *weight, int64_t blk, int64_t T, int64_t H, int64_t N,
+/* One block of TB tokens; returns 0, or 1 if a logit is NaN or Inf. */
+static int native_block(const void *hidden, const void *weight, int64_t t0, int64_t T, int64_t H, int64_t N,
                         int64_t K, int bf16, const float *tau, int renorm, void *logits, float *entropy,
-                        int64_t *cand, int64_t *indices, uint8_t *drop, float *top, float *weights) {
+                        int64_t *cand, int64_t *indices, uint8_t *drop, float *weights) {
     float l[TB * MAXN];
-    const int64_t t0 = blk * TB, tb = T - t0 < TB ? T - t0 : TB;
     if (bf16)
-        block_logits(hidden, weight, t0, tb, H, N, 1, l);
+        block_logits(hidden, weight, t0, T, H, N, 1, l);
     else
-        block_logits(hidden, weight, t0, tb, H, N, 0, l);
-    for (int64_t b = 0; b < tb; b++) {
-        const int64_t t = t0 + b;
-        float *row = l + b * N;
+        block_logits(hidden, weight, t0, T, H, N, 0, l);
+    for (int64_t t = t0; t < T && t < t0 + TB; t++) {
+        float *row = l + (t - t0) * N;
         float m = -INFINITY;
         for (int64_t e = 0; e < N; e++) {
             if (bf16) { /* the logits the model sees are bfloat16: softmax over those */
                 uint16_t r = to_bf16(row[e]);
                 ((uint16_t *)logits)[t * N + e] = r;
-                row[e] = load(&r, 0, 1);
+                row[e] = load1(&r, 0, 1);
             } else {
                 ((float *)logits)[t * N + e] = row[e];
             }
@@ -200,34 +234,25 @@ static int native_block(const void *hidden, const void *weight, int64_t blk, int
         float val[MAXK];
         int64_t idx[MAXK];
         row_top(row, N, K, val, idx);
-        row_out(t, N, K, val, idx, h, tau, renorm, cand, indices, drop, top, weights);
+        row_out(t, N, K, val, idx, h, tau, renorm, cand, indices, drop, NULL, weights);
     }
     return 0;
 }
 
 /* hidden [T, H] and weight [N, H], both float32 (bf16 = 0) or both bfloat16 (bf16 = 1); tau [K].
  * Writes logits [T, N] in the input dtype, entropy [T] (nats, of the softmax of the logits) and
- * what adaptk_route_topk writes (renorm for any K; top may be NULL: not written). Token blocks shared out among `threads`
- * OpenMP threads. Returns 0; 1 if a logit is NaN or Inf (the caller runs the torch ops, which
+ * cand, indices, drop and weights as adaptk_route_topk does (renorm for any K). One thread: the
+ * caller keeps it for few tokens (a decode step), where torch's ops cost more in dispatch than
+ * in arithmetic. Returns 0; 1 if a logit is NaN or Inf (the caller runs the torch ops, which
  * raise or count it); 2 if the shape is not one it takes (K > 64, N > 4096). */
 int adaptk_route_native(const void *hidden, const void *weight, int64_t T, int64_t H, int64_t N, int64_t K,
-                        int bf16, const float *tau, int renorm, int threads, void *logits, float *entropy,
-                        int64_t *cand, int64_t *indices, uint8_t *drop, float *top, float *weights) {
-    if (K < 1 || K > N || K > MAXK || N > MAXN)
+                        int bf16, const float *tau, int renorm, void *logits, float *entropy, int64_t *cand,
+                        int64_t *indices, uint8_t *drop, float *weights) {
+    if (K < 1 || K > N || K > MAXK || N > MAXN || T < 1)
         return 2;
-    const int64_t blocks = (T + TB - 1) / TB;
-    int status = 0;
-    if (threads <= 1 || blocks <= 1) {
-        for (int64_t blk = 0; blk < blocks && !status; blk++)
-            status = native_block(hidden, weight, blk, T, H, N, K, bf16, tau, renorm, logits, entropy, cand,
-                                  indices, drop, top, weights);
-        return status;
-    }
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(max : status)
-    for (int64_t blk = 0; blk < blocks; blk++) {
-        int s = native_block(hidden, weight, blk, T, H, N, K, bf16, tau, renorm, logits, entropy, cand, indices,
-                             drop, top, weights);
-        status = s > status ? s : status;
-    }
-    return status;
+    for (int64_t t0 = 0; t0 < T; t0 += TB)
+        if (native_block(hidden, weight, t0, T, H, N, K, bf16, tau, renorm, logits, entropy, cand, indices, drop,
+                         weights))
+            return 1;
+    return 0;
 }
