@@ -15,16 +15,17 @@ pytestmark = pytest.mark.skipif(fused.unavailable() is not None, reason="no C co
 FUSED_FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "jamba"]  # softmax top-k conventions
 
 
-def _count_fused(monkeypatch):
+def _count_ok(monkeypatch, name: str = "route_topk"):
+    """Count the calls of ``fused.<name>`` that routed (status OK)."""
     calls = {"ok": 0}
-    real = fused.route_topk
+    real = getattr(fused, name)
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
         calls["ok"] += out.status == fused.OK
         return out
 
-    monkeypatch.setattr(fused, "route_topk", spy)
+    monkeypatch.setattr(fused, name, spy)
     return calls
 
 
@@ -42,7 +43,7 @@ def test_fused_routing_gives_the_torch_ops_bits(family, dtype, monkeypatch):
     layer = find_moe_layers(model)[0]
     k, n = layer.native_k, layer.num_experts
     ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
-    calls = _count_fused(monkeypatch)
+    calls = _count_ok(monkeypatch)
     for policy in (adaptk.FixedTopK(k), adaptk.EntropyThreshold([1, k], [0.8 * math.log(n)])):
         calls["ok"] = 0
         ref, ref_steps, ref_stats = _run(model, policy, ids, routing="torch")
@@ -70,19 +71,6 @@ def test_training_keeps_the_router_gradient():
     assert router.weight.grad is not None and bool(router.weight.grad.abs().sum() > 0)
 
 
-def _count_native(monkeypatch):
-    calls = {"ok": 0}
-    real = fused.route_native
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        calls["ok"] += out.status == fused.OK
-        return out
-
-    monkeypatch.setattr(fused, "route_native", spy)
-    return calls
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("family", FUSED_FAMILIES)
 def test_native_router_computes_the_model_within_rounding(family, dtype, monkeypatch):
@@ -93,7 +81,7 @@ def test_native_router_computes_the_model_within_rounding(family, dtype, monkeyp
     layer = find_moe_layers(model)[0]
     k, n = layer.native_k, layer.num_experts
     ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(1))  # <= NATIVE_MAX_TOKENS
-    calls = _count_native(monkeypatch)
+    calls = _count_ok(monkeypatch, "route_native")
     with torch.no_grad():
         plain = model(ids).logits.float()
     tol = 1e-5 if dtype == torch.float32 else 1e-2
@@ -123,7 +111,7 @@ def test_native_router_still_rejects_nonfinite_logits():
 def test_native_router_leaves_training_to_the_torch_ops(monkeypatch):
     model = tiny_model("mixtral")
     router = find_moe_layers(model)[0].router
-    calls = _count_native(monkeypatch)
+    calls = _count_ok(monkeypatch, "route_native")
     with adaptk.patch(model, adaptk.EntropyThreshold([1, 2], [1.0]), routing="native"):
         model(torch.ones(1, 4, dtype=torch.long)).logits.sum().backward()
     assert calls["ok"] == 0

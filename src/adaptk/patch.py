@@ -87,9 +87,10 @@ def _c_thresholds(layer: MoELayer, policy: Policy) -> torch.Tensor | None:
 
 def _fused_step(layer: MoELayer, tau: torch.Tensor | None, check: str) -> Callable[..., Any] | None:
     """The routing step after the model's own scores as one C call (``fused.route_topk``) for
-    the rank thresholds ``tau`` of ``_c_thresholds``, or None where it cannot run (tau None). The returned function gives (selection, weights), or None for a
-    call the torch ops must route (a tie, a NaN/Inf logit: the torch path then raises or counts
-    as it does): the same bits as the torch ops either way."""
+    the rank thresholds ``tau`` of ``_c_thresholds``, or None where it cannot run (tau None).
+    The returned function gives (selection, weights), or None for a call the torch ops must
+    route (a tie, a NaN/Inf logit: the torch path then raises or counts as it does): the same
+    bits as the torch ops either way."""
     if tau is None:
         return None
     spec = layer.family.weights
@@ -115,8 +116,9 @@ def _fused_step(layer: MoELayer, tau: torch.Tensor | None, check: str) -> Callab
 def _native_router(layer: MoELayer, tau: torch.Tensor | None) -> Callable[..., Any] | None:
     """The whole router (linear layer, softmax, entropy, routing step) as one C call
     (``fused.route_native``) for a family whose scores are a linear softmax, or None where it
-    cannot run (tau None, as ``_fused_step``). The returned function gives (logits, selection, weights), or None for a call the
-    other paths must route (autograd, a dtype or layout it does not take, a NaN/Inf logit)."""
+    cannot run (tau None, as ``_fused_step``). The returned function gives (logits, selection,
+    weights), or None for a call the other paths must route (more than 16 tokens, autograd, a
+    dtype or layout it does not take, a NaN/Inf logit)."""
     if tau is None or not layer.family.linear_softmax:
         return None
     router, spec = layer.router, layer.family.weights

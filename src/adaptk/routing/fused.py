@@ -62,8 +62,9 @@ def _native():
 
 @functools.cache
 def unavailable() -> str | None:
-    """Why the fused routing step and the native router cannot run here (no C compiler, ...), or None if it can
-    (asked once per process: a failing compiler is not run again for every layer)."""
+    """Why the fused routing step and the native router cannot run here (no C compiler, ...),
+    or None if they can (asked once per process: a failing compiler is not run again for every
+    layer)."""
     try:
         _route(), _native()
     except (native.NativeBuildError, OSError) as err:
@@ -136,7 +137,7 @@ def route_native(hidden: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor, 
                        tau.data_ptr(), int(renormalise), logits.data_ptr(), entropy.data_ptr(),
                        cand.data_ptr(), indices.data_ptr(), drop.data_ptr(), weights.data_ptr())
     if status == DECLINED:  # native_eligible admits no such shape
-        raise ValueError(f"route_native takes K <= {MAX_K}, K <= N <= {MAX_N}; got K={k}, N={n}")
+        raise ValueError(f"route_native takes T >= 1, K <= {MAX_K}, K <= N <= {MAX_N}; got T={t}, K={k}, N={n}")
     if status != OK:
         return Routed(status, None, None, None)
     return Routed(OK, logits, Selection(indices, cand, drop, entropy, None, None), weights)
