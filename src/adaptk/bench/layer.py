@@ -139,10 +139,9 @@ def _shares(times: dict[str, float], layer: float) -> dict[str, float]:
     """The routing step's share of (router + layer), ``times`` by ``_routing_fns`` name: fused
     with statistics, without, the native router, and what the fused and native routers add to
     the model's own router (its linear layer, softmax and top-k; negative: faster than it)."""
-    native, fused = times["router native top-k"], times["router adaptive"]
-    out = {"native_s": native, "adaptive_s": fused, "no_stats_s": times["router adaptive no stats"],
-           "share_of_adaptive_layer": fused / (fused + layer),
-           "share_no_stats": times["router adaptive no stats"] / (times["router adaptive no stats"] + layer),
+    native, fused, lean = times["router native top-k"], times["router adaptive"], times["router adaptive no stats"]
+    out = {"native_s": native, "adaptive_s": fused, "no_stats_s": lean,
+           "share_of_adaptive_layer": fused / (fused + layer), "share_no_stats": lean / (lean + layer),
            "added_share": (fused - native) / (fused + layer)}
     whole = times.get("router adaptive native")
     if whole is not None:

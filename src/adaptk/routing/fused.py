@@ -43,21 +43,15 @@ _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
 @functools.cache
-def _route():
-    fn = ctypes.CDLL(str(native.build("route_topk"))).adaptk_route_topk
-    fn.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_int, ctypes.c_int,
-                   _PTR, _PTR, _PTR, _PTR, _PTR]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-@functools.cache
-def _native():
-    fn = ctypes.CDLL(str(native.build("route_topk"))).adaptk_route_native
-    fn.argtypes = [_PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int, _PTR, ctypes.c_int,
-                   _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
-    fn.restype = ctypes.c_int
-    return fn
+def _library() -> ctypes.CDLL:
+    """route_topk.c, compiled (or found in the cache) and loaded once, its two entry points typed."""
+    lib = ctypes.CDLL(str(native.build("route_topk")))
+    lib.adaptk_route_topk.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_int, ctypes.c_int,
+                                      _PTR, _PTR, _PTR, _PTR, _PTR]
+    lib.adaptk_route_native.argtypes = [_PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int, _PTR, ctypes.c_int,
+                                        _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
+    lib.adaptk_route_topk.restype = lib.adaptk_route_native.restype = ctypes.c_int
+    return lib
 
 
 @functools.cache
@@ -66,7 +60,7 @@ def unavailable() -> str | None:
     or None if they can (asked once per process: a failing compiler is not run again for every
     layer)."""
     try:
-        _route(), _native()
+        _library()
     except (native.NativeBuildError, OSError) as err:
         return str(err)
     return None
@@ -94,9 +88,10 @@ def route_topk(probs: torch.Tensor, entropy: torch.Tensor, tau: torch.Tensor, lo
     top = torch.empty(t, k, dtype=torch.float32)
     weights = torch.empty(t, k, dtype=torch.float32)
     code = 0 if logits is None else LOGIT_CODES[logits.dtype]
-    status = _route()(probs.data_ptr(), t, n, k, entropy.data_ptr(), tau.data_ptr(),
-                      0 if logits is None else logits.data_ptr(), code, int(renormalise),
-                      cand.data_ptr(), indices.data_ptr(), drop.data_ptr(), top.data_ptr(), weights.data_ptr())
+    status = _library().adaptk_route_topk(
+        probs.data_ptr(), t, n, k, entropy.data_ptr(), tau.data_ptr(), 0 if logits is None else logits.data_ptr(),
+        code, int(renormalise), cand.data_ptr(), indices.data_ptr(), drop.data_ptr(), top.data_ptr(),
+        weights.data_ptr())
     if status != OK:
         return Fused(status, None, None)
     return Fused(OK, Selection(indices, cand, drop, entropy, None, top), weights)
@@ -133,9 +128,10 @@ def route_native(hidden: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor, 
     indices = torch.empty(t, k, dtype=torch.int64)
     drop = torch.empty(t, k, dtype=torch.bool)
     weights = torch.empty(t, k, dtype=torch.float32)
-    status = _native()(hidden.data_ptr(), weight.data_ptr(), t, h, n, k, int(hidden.dtype == torch.bfloat16),
-                       tau.data_ptr(), int(renormalise), logits.data_ptr(), entropy.data_ptr(),
-                       cand.data_ptr(), indices.data_ptr(), drop.data_ptr(), weights.data_ptr())
+    status = _library().adaptk_route_native(
+        hidden.data_ptr(), weight.data_ptr(), t, h, n, k, int(hidden.dtype == torch.bfloat16), tau.data_ptr(),
+        int(renormalise), logits.data_ptr(), entropy.data_ptr(), cand.data_ptr(), indices.data_ptr(), drop.data_ptr(),
+        weights.data_ptr())
     if status == DECLINED:  # native_eligible admits no such shape
         raise ValueError(f"route_native takes T >= 1, K <= {MAX_K}, K <= N <= {MAX_N}; got T={t}, K={k}, N={n}")
     if status != OK:
