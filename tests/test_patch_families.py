@@ -134,9 +134,12 @@ def test_reset_stats():
     with torch.no_grad(), adaptk.patch(model, adaptk.FixedTopK(2)) as handle:
         model(_ids())
         handle.reset_stats()
-        assert handle.stats().tokens == 0
+        assert handle.stats().tokens == 0 and handle.stats().executed_pairs == 0
         model(_ids(shape=(1, 3)))
-        assert handle.stats().tokens == 3
+        report = handle.stats()
+        # every counter starts again, the experts' executed rows too (they count into the same tensor)
+        assert report.tokens == 3 and report.native_pairs == report.executed_pairs == 3 * 2 * len(report.layers)
+        assert all(sum(layer.expert_counts) == 3 * 2 for layer in report.layers)
 
 
 def test_generate_runs_patched():

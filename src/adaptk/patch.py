@@ -113,26 +113,28 @@ def _fused_step(layer: MoELayer, tau: torch.Tensor | None, check: str) -> Callab
     return step
 
 
-def _native_router(layer: MoELayer, tau: torch.Tensor | None) -> Callable[..., Any] | None:
-    """The whole router (linear layer, softmax, entropy, routing step) as one C call
-    (``fused.route_native``) for a family whose scores are a linear softmax, or None where it
-    cannot run (tau None, as ``_fused_step``). The returned function gives (logits, selection,
-    weights), or None for a call the other paths must route (more than 16 tokens, autograd, a
-    dtype or layout it does not take, a NaN/Inf logit)."""
+def _native_router(layer: MoELayer, tau: torch.Tensor | None, stats: LayerStats | None) -> Callable[..., Any] | None:
+    """The whole router (linear layer, softmax, entropy, routing step, the statistics' counts) as
+    one C call (``fused.NativeRouter``) for a family whose scores are a linear softmax, or None
+    where it cannot run (tau None, as ``_fused_step``). The returned function gives the router's
+    (logits, weights, indices), or None for a call the other paths must route (more than 16
+    tokens, autograd, a dtype or layout it does not take, a NaN/Inf logit: then nothing has been
+    counted)."""
     if tau is None or not layer.family.linear_softmax:
         return None
     router, spec = layer.router, layer.family.weights
-    k, renorm = tau.numel(), spec.renormalises(router)
+    k = tau.numel()
+    # for these families the logits are in the hidden dtype: "logits" and "hidden" weights alike
+    native = fused.NativeRouter(tau, spec.renormalises(router), weights_as_input=spec.out != "float32",
+                                stats=stats, selection=False)
 
     def route(hidden: torch.Tensor):
         weight = router.weight  # [N, H], read per call: the model may have moved or cast it
         x = hidden if hidden.dim() == 2 else hidden.reshape(-1, weight.shape[1])  # [T, H]
         if not fused.native_eligible(x, weight, k):
             return None
-        out = fused.route_native(x, weight, tau, renorm)
-        if out.status != fused.OK:
-            return None
-        return out.logits, out.selection, spec.cast(out.weights, out.logits.dtype, hidden.dtype)
+        out = native(x, weight)
+        return (out.logits, out.weights, out.indices) if out.status == fused.OK else None
 
     return route
 
@@ -155,7 +157,7 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
     router, family = layer.router, layer.family
     native_k, index, name = layer.native_k, layer.index, layer.name
     tau = _c_thresholds(layer, policy) if routing != "torch" else None
-    whole = _native_router(layer, tau) if routing == "native" else None
+    whole = _native_router(layer, tau, stats) if routing == "native" else None
     step = _fused_step(layer, tau, check)
 
     def scored(hidden_states: torch.Tensor):
@@ -171,11 +173,12 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
         return scores.logits, sel, family.weights(router, scores, sel, hidden_states.dtype)
 
     def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
-        done = whole(hidden_states) if whole is not None else None  # the native router: finite logits
-        logits, sel, weights = done if done is not None else scored(hidden_states)
+        done = whole(hidden_states) if whole is not None else None  # the native router: finite logits, counted
+        if done is not None:
+            return done
+        logits, sel, weights = scored(hidden_states)
         if stats is not None:  # deferred: the logits' NaN/Inf tokens are counted on the device at the fold
-            unchecked = check == "deferred" and done is None
-            stats.update(sel.entropy, sel.candidates, sel.drop, logits if unchecked else None)
+            stats.update(sel.entropy, sel.candidates, sel.drop, logits if check == "deferred" else None)
         return logits, weights, sel.indices
 
     return forward
@@ -263,8 +266,8 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
     use the torch ops. "fused" (default): the model's own linear layer and softmax, then the rest
     of the routing step as one C call (``adaptk.routing.fused``: the same bits as the torch ops,
     which it hands back any call it cannot promise them for). "native": for calls of up to 16
-    tokens (decode steps), the whole router, linear layer and softmax included, as one C call,
-    for inference: logits within float32 rounding of the model's, not bit for bit, like
+    tokens (decode steps), the whole router, linear layer, softmax and statistics included, as
+    one C call, for inference: logits within float32 rounding of the model's, not bit for bit, like
     ``kernel="native"``; right after a layer call at one token it takes about half the time of
     the fused step and less than the model's own router (docs/performance.md); longer calls take
     the fused step. "torch": the torch ops only.

@@ -62,11 +62,8 @@ class LayerStats:
         self.layer, self.name = layer, name
         self.num_experts, self.native_k, self.kmax = num_experts, native_k, kmax
         self.device = device
-        self.reset()
 
-    def reset(self) -> None:
-        z = lambda n, dt=torch.long: torch.zeros(n, dtype=dt, device=self.device)  # noqa: E731
-        self.tokens = 0  # a host int: the token count is known from shapes, no sync needed
+        z = lambda n, dt=torch.long: torch.zeros(n, dtype=dt, device=device)  # noqa: E731
         self.entropy_moments = z(2, torch.float64)  # [Σ H, Σ H²]
         # one counter for both histograms, so one scatter per fold: [k = 0..kmax | experts 0..N-1 | sentinel]
         self.counts = z(self.kmax + 1 + self.num_experts + 1)
@@ -74,6 +71,13 @@ class LayerStats:
         self.expert_counts = self.counts[self.kmax + 1: self.kmax + 1 + self.num_experts]
         self.matmul_rows = z(self.num_experts)
         self.nonfinite = z(())
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero the counters, in place (the native router and the experts hold their addresses)."""
+        for counter in (self.entropy_moments, self.counts, self.matmul_rows, self.nonfinite):
+            counter.zero_()
+        self.tokens = 0  # a host int: the token count is known from shapes, no sync needed
         self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._pending_logits: list[torch.Tensor] = []  # deferred finite checks, counted at the fold
         self._pending_tokens = 0
@@ -92,6 +96,12 @@ class LayerStats:
         self._pending_tokens += t
         if self._pending_tokens >= FOLD_TOKENS or len(self._pending) >= FOLD_TOKENS:
             self._fold()
+
+    def counted(self, tokens: int) -> None:
+        """``tokens`` more tokens, whose counts the native router has added in place in C
+        (``adaptk.routing.fused.NativeRouter``, which holds the counters' addresses: ``reset``
+        zeroes them in place)."""
+        self.tokens += tokens
 
     @torch.no_grad()
     def _fold(self) -> None:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from adaptk import EntropyThreshold, FixedTopK
 from adaptk.routing import fused
+from adaptk.stats import LayerStats
 
 pytestmark = pytest.mark.skipif(fused.unavailable() is not None, reason="no C compiler for the native router")
 
@@ -75,6 +76,21 @@ def test_native_router_matches_a_float64_reference(t, h, n, data, dtype, levels,
     out = fused.route_native(hidden, weight, tau, renorm)
     assert out.status == fused.OK
     _check(out, hidden, weight, tau, renorm)
+    # as the patch calls it: no selection, its counts added to a layer's statistics in C, the
+    # weights in the dtype the model wants; the same routing as the selection folded by LayerStats
+    kmax = k + data.draw(st.integers(0, 2), label="kmax - k")
+    as_input = data.draw(st.booleans(), label="weights as input")
+    stats, ref = (LayerStats(0, "layer", n, k, kmax, "cpu") for _ in range(2))
+    ref.update(out.selection.entropy, out.selection.candidates, out.selection.drop)
+    lean = fused.route_native(hidden, weight, tau, renorm, weights_as_input=as_input, stats=stats, selection=False)
+    assert lean.status == fused.OK and lean.selection is None
+    assert torch.equal(lean.logits, out.logits) and torch.equal(lean.indices, out.indices)
+    wdtype = hidden.dtype if as_input else torch.float32
+    assert lean.weights.dtype == wdtype and torch.equal(lean.weights, out.weights.to(wdtype))
+    a, b = stats.report(), ref.report()
+    assert (a.tokens, a.k_histogram, a.expert_counts) == (b.tokens, b.k_histogram, b.expert_counts)
+    assert math.isclose(a.entropy_mean, b.entropy_mean, rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(a.entropy_std, b.entropy_std, rel_tol=1e-6, abs_tol=1e-6)
 
 
 def test_ties_keep_the_lower_expert_first():
@@ -108,8 +124,10 @@ def test_nan_or_inf_logits_are_reported(dtype, bad):
     else:
         hidden[3, 7] = bad
     tau = FixedTopK(2).rank_thresholds(0, 2, hidden.device)
-    out = fused.route_native(hidden, weight, tau, True)
+    stats = LayerStats(0, "layer", 8, 2, 2, "cpu")
+    out = fused.route_native(hidden, weight, tau, True, stats=stats)
     assert out.status == fused.NONFINITE and out.logits is None and out.selection is None
+    assert not bool(stats.counts.any()) and not bool(stats.entropy_moments.any())  # nothing counted
 
 
 def test_shapes_it_does_not_take_are_refused():
@@ -118,6 +136,17 @@ def test_shapes_it_does_not_take_are_refused():
     assert not fused.native_eligible(hidden, weight, 2)
     with pytest.raises(ValueError, match="K <= N <= 4096"):
         fused.route_native(hidden, weight, tau, True)
+
+
+def test_statistics_it_cannot_count_into_are_refused():
+    hidden, weight = _inputs(2, 8, 6, torch.float32, 0)
+    tau = FixedTopK(3).rank_thresholds(0, 3, hidden.device)
+    with pytest.raises(ValueError, match="counting 2"):  # k = 0..2 only
+        fused.route_native(hidden, weight, tau, True, stats=LayerStats(0, "layer", 6, 2, 2, "cpu"))
+    with pytest.raises(ValueError, match="count 5 experts; this router has 6"):
+        fused.route_native(hidden, weight, tau, True, stats=LayerStats(0, "layer", 5, 3, 3, "cpu"))
+    with pytest.raises(ValueError, match="CPU statistics only"):  # a layer on another device
+        fused.NativeRouter(tau, True, stats=LayerStats(0, "layer", 6, 3, 3, "meta"))
 
 
 def test_tensors_it_does_not_take_are_left_to_the_other_paths():

@@ -11,8 +11,9 @@ It gives torch's bits or none: the entropy is torch's (``entropy_nats``), and wh
 cannot promise torch.topk's order (a tie among a row's K + 1 largest probabilities, a NaN) it
 declines and the caller runs the torch ops.
 
-``route_native`` goes further for inference (``adaptk.patch(..., routing="native")``): the
-router's linear layer, softmax and entropy too, so that a whole router call is one C call. Its
+``NativeRouter`` goes further for inference (``adaptk.patch(..., routing="native")``): the
+router's linear layer, softmax and entropy too, and the patch's statistics, so that a whole
+router call is one C call (``route_native``: one call of one). Its
 own summation order and libm's expf/logf: logits within float32 rounding of torch's (one bfloat16
 unit in the last place), entropies within a few float32 units, ties kept lower index first; not
 bit for bit, like the native experts kernel.
@@ -31,6 +32,7 @@ import torch
 
 from adaptk.experts import native
 from adaptk.routing.select import Selection
+from adaptk.stats import LayerStats
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def _library() -> ctypes.CDLL:
     lib.adaptk_route_topk.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_int, ctypes.c_int,
                                       _PTR, _PTR, _PTR, _PTR, _PTR]
     lib.adaptk_route_native.argtypes = [_PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int, _PTR, ctypes.c_int,
-                                        _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
+                                        _PTR, _PTR, _PTR, ctypes.c_int, _PTR, _PTR, _PTR, _PTR, _I64, _PTR]
     lib.adaptk_route_topk.restype = lib.adaptk_route_native.restype = ctypes.c_int
     return lib
 
@@ -108,35 +110,71 @@ def eligible(probs: torch.Tensor, logits: torch.Tensor, k: int) -> bool:
 class Routed(NamedTuple):
     status: int  # OK, or NONFINITE (a logit is NaN/Inf: use the torch ops, which raise or count it)
     logits: torch.Tensor | None  # [T, N] in the hidden dtype
-    selection: Selection | None
-    weights: torch.Tensor | None  # [T, K] float32
+    indices: torch.Tensor | None  # [T, K] int64: the kept experts, N where dropped
+    weights: torch.Tensor | None  # [T, K] float32, or the hidden dtype (``weights_as_input``)
+    selection: Selection | None  # the whole ``Selection`` (no ``top_probs``), where asked for
 
 
-def route_native(hidden: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor, renormalise: bool) -> Routed:
-    """The whole router of a softmax top-k family in one call: hidden [T, H] and weight [N, H]
-    (both float32 or both bfloat16, contiguous CPU; see ``native_eligible``), tau [K] float32
-    -> logits = hidden @ weight.T, probabilities = softmax(logits in float32), their entropy, and
-    the ``Selection`` (no ``top_probs``) and weights ``route_topk`` gives for those
-    (renormalised for any K). One thread, any T (``native_eligible`` keeps it to few tokens).
-    Six allocations and one C call: at one token, after a layer has evicted the caches, each
-    torch op costs microseconds."""
-    t, h = hidden.shape
-    n, k = weight.shape[0], tau.shape[0]
-    logits = torch.empty(t, n, dtype=hidden.dtype)
-    entropy = torch.empty(t, dtype=torch.float32)
-    cand = torch.empty(t, k, dtype=torch.int64)
-    indices = torch.empty(t, k, dtype=torch.int64)
-    drop = torch.empty(t, k, dtype=torch.bool)
-    weights = torch.empty(t, k, dtype=torch.float32)
-    status = _library().adaptk_route_native(
-        hidden.data_ptr(), weight.data_ptr(), t, h, n, k, int(hidden.dtype == torch.bfloat16), tau.data_ptr(),
-        int(renormalise), logits.data_ptr(), entropy.data_ptr(), cand.data_ptr(), indices.data_ptr(), drop.data_ptr(),
-        weights.data_ptr())
-    if status == DECLINED:  # native_eligible admits no such shape
-        raise ValueError(f"route_native takes T >= 1, K <= {MAX_K}, K <= N <= {MAX_N}; got T={t}, K={k}, N={n}")
-    if status != OK:
-        return Routed(status, None, None, None)
-    return Routed(OK, logits, Selection(indices, cand, drop, entropy, None, None), weights)
+class NativeRouter:
+    """The whole router of a softmax top-k family as one C call, bound to a layer: thresholds
+    tau [K] float32, renormalisation (any K), the weights' dtype (the hidden dtype if
+    ``weights_as_input``, rounded as torch rounds, else float32) and the statistics to count
+    the tokens in (``LayerStats``, on the CPU: the C code adds to its counters in place; nothing
+    is counted for a call with a NaN/Inf logit). All fixed when built, so that a call is three
+    allocations (six with ``selection``) and one C call: at one token, after a layer has evicted
+    the caches, each torch op and each line of Python costs microseconds. (State: the
+    addresses it passes to C, kept alive with their tensors.)
+
+    A call takes hidden [T, H] and weight [N, H] (both float32 or both bfloat16, contiguous CPU;
+    see ``native_eligible``) -> logits = hidden @ weight.T, probabilities = softmax(logits in
+    float32), their entropy, and the indices and weights ``route_topk`` gives for those, with the
+    ``Selection`` (no ``top_probs``) if ``selection``. One thread, any T (``native_eligible``
+    keeps it to few tokens)."""
+
+    def __init__(self, tau: torch.Tensor, renormalise: bool, *, weights_as_input: bool = False,
+                 stats: LayerStats | None = None, selection: bool = True) -> None:
+        self._fn = _library().adaptk_route_native
+        self._tau, self._k, self._renorm = tau, tau.shape[0], int(renormalise)
+        self._as_input, self._stats, self._selection = weights_as_input, stats, selection
+        self._counts, self._kmax, self._moments = 0, 0, 0
+        if stats is not None:
+            if not stats.counts.is_cpu:
+                raise ValueError("the native router counts into CPU statistics only; the layer is on "
+                                 f"{stats.counts.device}: route it with routing='fused'")
+            self._counts, self._kmax, self._moments = (stats.counts.data_ptr(), stats.kmax,
+                                                       stats.entropy_moments.data_ptr())
+
+    def __call__(self, hidden: torch.Tensor, weight: torch.Tensor) -> Routed:
+        t, h = hidden.shape
+        n, k, stats = weight.shape[0], self._k, self._stats
+        if stats is not None and stats.num_experts != n:
+            raise ValueError(f"the statistics count {stats.num_experts} experts; this router has {n}")
+        bf16 = hidden.dtype is torch.bfloat16
+        logits = torch.empty(t, n, dtype=hidden.dtype)
+        indices = torch.empty(t, k, dtype=torch.int64)
+        weights = torch.empty(t, k, dtype=hidden.dtype if self._as_input else torch.float32)
+        sel = (torch.empty(t, dtype=torch.float32), torch.empty(t, k, dtype=torch.int64),
+               torch.empty(t, k, dtype=torch.bool)) if self._selection else None  # entropy, candidates, drop
+        entropy, cand, drop = (x.data_ptr() for x in sel) if sel is not None else (0, 0, 0)
+        status = self._fn(hidden.data_ptr(), weight.data_ptr(), t, h, n, k, int(bf16), self._tau.data_ptr(),
+                          self._renorm, logits.data_ptr(), indices.data_ptr(), weights.data_ptr(),
+                          int(bf16 and self._as_input), entropy, cand, drop, self._counts, self._kmax,
+                          self._moments)
+        if status == DECLINED:  # native_eligible admits no such shape
+            raise ValueError(f"the native router takes T >= 1, K <= {MAX_K}, K <= N <= {MAX_N} and statistics "
+                             f"counting k up to at least K; got T={t}, K={k}, N={n}, counting {self._kmax}")
+        if status != OK:
+            return Routed(status, None, None, None, None)
+        if stats is not None:
+            stats.counted(t)
+        return Routed(OK, logits, indices, weights,
+                      None if sel is None else Selection(indices, sel[1], sel[2], sel[0], None, None))
+
+
+def route_native(hidden: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor, renormalise: bool,
+                 **options) -> Routed:
+    """One call of a ``NativeRouter(tau, renormalise, **options)``: see there."""
+    return NativeRouter(tau, renormalise, **options)(hidden, weight)
 
 
 _NATIVE_DTYPES = (torch.float32, torch.bfloat16)

@@ -64,25 +64,24 @@ static int row_top(const float *p, int64_t N, int64_t keep, float *val, int64_t 
     return 0;
 }
 
-/* Row t's outputs from its top K (val, idx) and entropy h: see adaptk_route_topk. */
-static void row_out(int64_t t, int64_t N, int64_t K, const float *val, const int64_t *idx, float h,
-                    const float *tau, int renorm, int64_t *cand, int64_t *indices, uint8_t *drop, float *top,
-                    float *weights) {
+/* One row's outputs from its top K (val, idx) and entropy h, each pointer at the row's K slots:
+ * see adaptk_route_topk. */
+static void row_out(int64_t N, int64_t K, const float *val, const int64_t *idx, float h, const float *tau,
+                    int renorm, int64_t *cand, int64_t *indices, uint8_t *drop, float *top, float *weights) {
     float sum = 0.0f;
     for (int64_t r = 0; r < K; r++) {
         int d = h < tau[r];
-        int64_t o = t * K + r;
-        cand[o] = idx[r];
-        indices[o] = d ? N : idx[r];
-        drop[o] = (uint8_t)d;
+        cand[r] = idx[r];
+        indices[r] = d ? N : idx[r];
+        drop[r] = (uint8_t)d;
         if (top) /* NULL from the native router */
-            top[o] = val[r];
-        weights[o] = d ? 0.0f : val[r];
-        sum += weights[o];
+            top[r] = val[r];
+        weights[r] = d ? 0.0f : val[r];
+        sum += weights[r];
     }
     if (renorm)
         for (int64_t r = 0; r < K; r++)
-            weights[t * K + r] /= sum;
+            weights[r] /= sum;
 }
 
 /* probs [T, N] float32 (rows of a softmax), entropy [T] float32, tau [K] float32 (rank r is
@@ -109,7 +108,9 @@ int adaptk_route_topk(const float *probs, int64_t T, int64_t N, int64_t K, const
         for (int64_t j = 0; j + 1 < keep; j++)
             if (val[j] == val[j + 1])
                 return 2;
-        row_out(t, N, K, val, idx, entropy[t], tau, renorm, cand, indices, drop, top, weights);
+        const int64_t o = t * K;
+        row_out(N, K, val, idx, entropy[t], tau, renorm, cand + o, indices + o, drop + o, top ? top + o : NULL,
+                weights + o);
     }
     return 0;
 }
@@ -196,63 +197,98 @@ static inline __attribute__((always_inline)) void block_logits(const void *hidde
     }
 }
 
-/* One block of TB tokens; returns 0, or 1 if a logit is NaN or Inf. */
-static int native_block(const void *hidden, const void *weight, int64_t t0, int64_t T, int64_t H, int64_t N,
-                        int64_t K, int bf16, const float *tau, int renorm, void *logits, float *entropy,
-                        int64_t *cand, int64_t *indices, uint8_t *drop, float *weights) {
+/* Logits of the TB tokens from t0 into logits [T, N] (rounded to bfloat16 if bf16); returns 0,
+ * or 1 if one is NaN or Inf. */
+static int block_out(const void *hidden, const void *weight, int64_t t0, int64_t T, int64_t H, int64_t N, int bf16,
+                     void *logits) {
     float l[TB * MAXN];
     if (bf16)
         block_logits(hidden, weight, t0, T, H, N, 1, l);
     else
         block_logits(hidden, weight, t0, T, H, N, 0, l);
-    for (int64_t t = t0; t < T && t < t0 + TB; t++) {
-        float *row = l + (t - t0) * N;
-        float m = -INFINITY;
+    for (int64_t t = t0; t < T && t < t0 + TB; t++)
         for (int64_t e = 0; e < N; e++) {
-            if (bf16) { /* the logits the model sees are bfloat16: softmax over those */
-                uint16_t r = to_bf16(row[e]);
+            float v = l[(t - t0) * N + e];
+            if (bf16) { /* the logits the model sees are bfloat16 */
+                uint16_t r = to_bf16(v);
                 ((uint16_t *)logits)[t * N + e] = r;
-                row[e] = load1(&r, 0, 1);
+                v = load1(&r, 0, 1);
             } else {
-                ((float *)logits)[t * N + e] = row[e];
+                ((float *)logits)[t * N + e] = v;
             }
-            if (!isfinite(row[e]))
+            if (!isfinite(v))
                 return 1;
-            m = row[e] > m ? row[e] : m;
         }
-        float sum = 0.0f, h = 0.0f;
-        for (int64_t e = 0; e < N; e++) {
-            row[e] = expf(row[e] - m);
-            sum += row[e];
-        }
-        for (int64_t e = 0; e < N; e++) {
-            row[e] /= sum; /* the probabilities, in place */
-            if (row[e] > 0.0f)
-                h -= row[e] * logf(row[e]);
-        }
-        entropy[t] = h;
-        float val[MAXK];
-        int64_t idx[MAXK];
-        row_top(row, N, K, val, idx);
-        row_out(t, N, K, val, idx, h, tau, renorm, cand, indices, drop, NULL, weights);
-    }
     return 0;
 }
 
+/* The softmax of row t of logits [T, N] (finite) into p [N]; returns its entropy (nats). */
+static float row_softmax(const void *logits, int64_t t, int64_t N, int bf16, float *p) {
+    float m = -INFINITY;
+    for (int64_t e = 0; e < N; e++) {
+        p[e] = load1(logits, t * N + e, bf16); /* softmax over the logits the model sees */
+        m = p[e] > m ? p[e] : m;
+    }
+    float sum = 0.0f, h = 0.0f;
+    for (int64_t e = 0; e < N; e++) {
+        p[e] = expf(p[e] - m);
+        sum += p[e];
+    }
+    for (int64_t e = 0; e < N; e++) {
+        p[e] /= sum;
+        if (p[e] > 0.0f)
+            h -= p[e] * logf(p[e]);
+    }
+    return h;
+}
+
 /* hidden [T, H] and weight [N, H], both float32 (bf16 = 0) or both bfloat16 (bf16 = 1); tau [K].
- * Writes logits [T, N] in the input dtype, entropy [T] (nats, of the softmax of the logits) and
- * cand, indices, drop and weights as adaptk_route_topk does (renorm for any K). One thread: the
- * caller keeps it for few tokens (a decode step), where torch's ops cost more in dispatch than
- * in arithmetic. Returns 0; 1 if a logit is NaN or Inf (the caller runs the torch ops, which
- * raise or count it); 2 if the shape is not one it takes (K > 64, N > 4096). */
+ * Writes logits [T, N] in the input dtype and indices [T, K] and weights [T, K] as
+ * adaptk_route_topk does (renorm for any K; weights float32, or bfloat16 rounded to nearest even
+ * if wbf16). entropy [T] (nats, of the softmax of the logits), cand [T, K] and drop [T, K] too,
+ * unless they are NULL. If counts is not NULL, adds this call's tokens to the counters of the
+ * patch's statistics (adaptk.stats.LayerStats): counts [kmax + 1 + N + 1] int64, tokens by kept
+ * k then slots by expert (the last: dropped slots), and moments [2] float64, the sum of the
+ * entropies and of their squares. One thread: the caller keeps it for few tokens (a decode
+ * step), where torch's ops cost more in dispatch than in arithmetic. Returns 0; 1 if a logit is
+ * NaN or Inf (then no counter has changed, and the caller runs the torch ops, which raise or
+ * count it); 2 if the shape is not one it takes (K > 64, N > 4096). */
 int adaptk_route_native(const void *hidden, const void *weight, int64_t T, int64_t H, int64_t N, int64_t K,
-                        int bf16, const float *tau, int renorm, void *logits, float *entropy, int64_t *cand,
-                        int64_t *indices, uint8_t *drop, float *weights) {
-    if (K < 1 || K > N || K > MAXK || N > MAXN || T < 1)
+                        int bf16, const float *tau, int renorm, void *logits, int64_t *indices, void *weights,
+                        int wbf16, float *entropy, int64_t *cand, uint8_t *drop, int64_t *counts, int64_t kmax,
+                        double *moments) {
+    if (K < 1 || K > N || K > MAXK || N > MAXN || T < 1 || (counts && kmax < K))
         return 2;
-    for (int64_t t0 = 0; t0 < T; t0 += TB)
-        if (native_block(hidden, weight, t0, T, H, N, K, bf16, tau, renorm, logits, entropy, cand, indices, drop,
-                         weights))
+    for (int64_t t0 = 0; t0 < T; t0 += TB) /* every logit first: a NaN/Inf changes nothing else */
+        if (block_out(hidden, weight, t0, T, H, N, bf16, logits))
             return 1;
+    for (int64_t t = 0; t < T; t++) {
+        float p[MAXN], val[MAXK], w[MAXK];
+        int64_t idx[MAXK], c_row[MAXK];
+        uint8_t d_row[MAXK];
+        const int64_t o = t * K;
+        int64_t *c = cand ? cand + o : c_row; /* the caller's row, or this one's */
+        uint8_t *d = drop ? drop + o : d_row;
+        const float h = row_softmax(logits, t, N, bf16, p);
+        row_top(p, N, K, val, idx);
+        row_out(N, K, val, idx, h, tau, renorm, c, indices + o, d, NULL, w);
+        for (int64_t r = 0; r < K; r++)
+            if (wbf16)
+                ((uint16_t *)weights)[o + r] = to_bf16(w[r]);
+            else
+                ((float *)weights)[o + r] = w[r];
+        if (entropy)
+            entropy[t] = h;
+        if (counts) { /* as LayerStats folds a call: k kept, then each slot's expert (N: dropped) */
+            int64_t kept = 0;
+            for (int64_t r = 0; r < K; r++) {
+                kept += !d[r];
+                counts[kmax + 1 + (d[r] ? N : c[r])]++;
+            }
+            counts[kept]++;
+            moments[0] += (double)h;
+            moments[1] += (double)h * (double)h;
+        }
+    }
     return 0;
 }
