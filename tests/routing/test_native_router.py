@@ -2,6 +2,7 @@
 against a float64 reference of the same router (not bit for bit: its own summation order)."""
 
 import math
+import threading
 
 import pytest
 import torch
@@ -164,3 +165,26 @@ def test_tensors_it_does_not_take_are_left_to_the_other_paths():
     assert not fused.native_eligible(hidden, weight.clone().requires_grad_(), 2)  # autograd: the torch ops
     with torch.no_grad():
         assert fused.native_eligible(hidden, weight.clone().requires_grad_(), 2)
+
+
+def test_threads_routing_one_layer_count_every_token():
+    """The C call adds to the layer's counters in place; it keeps the GIL, so that threads
+    serving one model cannot lose each other's counts (with the GIL released, this loses some)."""
+    hidden, weight = _inputs(16, 64, 8, torch.float32, 0)
+    stats = LayerStats(0, "layer", 8, 2, 2, "cpu")
+    native = fused.NativeRouter(FixedTopK(2).rank_thresholds(0, 2, hidden.device), True, stats=stats,
+                                selection=False)
+    calls, threads = 5000, 4
+
+    def work():  # a call that did not route would count nothing: the totals below catch it
+        for _ in range(calls):
+            native(hidden, weight)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    report = stats.report()
+    assert report.tokens == sum(report.k_histogram) == threads * calls * 16
+    assert sum(report.expert_counts) == threads * calls * 16 * 2

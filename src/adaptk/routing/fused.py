@@ -45,9 +45,11 @@ _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
 @functools.cache
-def _library() -> ctypes.CDLL:
+def _library() -> ctypes.PyDLL:
     """route_topk.c, compiled (or found in the cache) and loaded once, its two entry points typed."""
-    lib = ctypes.CDLL(str(native.build("route_topk")))
+    # PyDLL: the calls keep the GIL (a few microseconds each), so that two threads routing the same
+    # layer cannot interleave their in-place updates of its statistics
+    lib = ctypes.PyDLL(str(native.build("route_topk")))
     lib.adaptk_route_topk.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_int, ctypes.c_int,
                                       _PTR, _PTR, _PTR, _PTR, _PTR]
     lib.adaptk_route_native.argtypes = [_PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int, _PTR, ctypes.c_int,
