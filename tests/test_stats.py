@@ -1,5 +1,7 @@
 """``LayerStats``: small updates are folded later, with the counts one update of everything gives."""
 
+import threading
+
 import torch
 
 from adaptk.stats import FOLD_TOKENS, LayerStats
@@ -79,3 +81,26 @@ def test_deferred_logit_checks_count_nonfinite_tokens_across_folds():
     assert report.nonfinite_tokens == bad and report.tokens == sum(sizes)
     s.reset()
     assert s.report().nonfinite_tokens == 0
+
+
+def test_threads_updating_one_layer_count_every_token():
+    """Threads serving one model share its layers' statistics: each update (and each fold of
+    the pending ones) happens under the lock, so none is lost or folded twice (without it, this
+    folds pending updates twice)."""
+    stats = LayerStats(0, "layer", 8, 2, 2, "cpu")
+    entropy, candidates, drop = torch.rand(1), torch.tensor([[1, 2]]), torch.tensor([[False, True]])
+    calls, threads = 10000, 4
+
+    def work():
+        for _ in range(calls):
+            stats.update(entropy, candidates, drop)
+            stats.add_rows(torch.ones(8, dtype=torch.long))
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    report = stats.report()
+    assert report.tokens == sum(report.k_histogram) == report.k_histogram[1] == threads * calls
+    assert report.expert_counts[1] == threads * calls and report.executed_pairs == threads * calls * 8

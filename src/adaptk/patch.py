@@ -206,7 +206,7 @@ class PatchHandle:
             self.kernels.append(matmul)
             self._installed.append(
                 _Installed(layer.experts, bind_experts(layer.experts, order,
-                                                       stats.matmul_rows if collect_stats else None, matmul))
+                                                       stats.add_rows if collect_stats else None, matmul))
             )
         setattr(model, _MARK, self)
 

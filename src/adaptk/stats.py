@@ -6,6 +6,7 @@ copies them out once.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 
 import torch
@@ -71,16 +72,20 @@ class LayerStats:
         self.expert_counts = self.counts[self.kmax + 1: self.kmax + 1 + self.num_experts]
         self.matmul_rows = z(self.num_experts)
         self.nonfinite = z(())
+        # held while the counters or the pending list change: threads serving one model share them
+        # (torch's in-place ops and the native router's C call run without the GIL's protection)
+        self.lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
-        """Zero the counters, in place (the native router and the experts hold their addresses)."""
-        for counter in (self.entropy_moments, self.counts, self.matmul_rows, self.nonfinite):
-            counter.zero_()
-        self.tokens = 0  # a host int: the token count is known from shapes, no sync needed
-        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self._pending_logits: list[torch.Tensor] = []  # deferred finite checks, counted at the fold
-        self._pending_tokens = 0
+        """Zero the counters, in place (the native router holds their addresses)."""
+        with self.lock:
+            for counter in (self.entropy_moments, self.counts, self.matmul_rows, self.nonfinite):
+                counter.zero_()
+            self.tokens = 0  # a host int: the token count is known from shapes, no sync needed
+            self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+            self._pending_logits: list[torch.Tensor] = []  # deferred finite checks, counted at the fold
+            self._pending_tokens = 0
 
     def update(self, entropy: torch.Tensor, candidates: torch.Tensor, drop: torch.Tensor,
                logits: torch.Tensor | None = None) -> None:
@@ -89,18 +94,24 @@ class LayerStats:
         the model are not kept, in case a model edits them in place). ``logits`` [T, N], if
         given, are checked for NaN/Inf at the fold (the deferred check: no op per call)."""
         t = entropy.shape[0]
-        self.tokens += t
-        self._pending.append((_detached(entropy), candidates, drop))  # no autograd graph kept alive
-        if logits is not None:
-            self._pending_logits.append(_detached(logits))
-        self._pending_tokens += t
-        if self._pending_tokens >= FOLD_TOKENS or len(self._pending) >= FOLD_TOKENS:
-            self._fold()
+        with self.lock:
+            self.tokens += t
+            self._pending.append((_detached(entropy), candidates, drop))  # no autograd graph kept alive
+            if logits is not None:
+                self._pending_logits.append(_detached(logits))
+            self._pending_tokens += t
+            if self._pending_tokens >= FOLD_TOKENS or len(self._pending) >= FOLD_TOKENS:
+                self._fold()
+
+    def add_rows(self, rows: torch.Tensor) -> None:
+        """rows [N]: the rows each expert's matmuls received in one call (the experts' forward)."""
+        with self.lock:
+            self.matmul_rows.add_(rows)
 
     def counted(self, tokens: int) -> None:
-        """``tokens`` more tokens, whose counts the native router has added in place in C
+        """``tokens`` more tokens, whose counts the native router has just added in place in C
         (``adaptk.routing.fused.NativeRouter``, which holds the counters' addresses: ``reset``
-        zeroes them in place)."""
+        zeroes them in place). Call with ``lock`` held, as for the C call."""
         self.tokens += tokens
 
     @torch.no_grad()
@@ -121,12 +132,14 @@ class LayerStats:
         self.counts.scatter_add_(0, ids, torch.ones_like(ids))
 
     def report(self) -> LayerReport:
-        self._fold()
-        tokens = self.tokens
-        h_sum, h_sumsq = self.entropy_moments.tolist()
+        with self.lock:
+            self._fold()
+            tokens = self.tokens
+            h_sum, h_sumsq = self.entropy_moments.tolist()
+            hist, experts = self.k_hist.tolist(), self.expert_counts.tolist()
+            executed, nonfinite = int(self.matmul_rows.sum()), int(self.nonfinite)
         mean = h_sum / tokens if tokens else float("nan")
         var = h_sumsq / tokens - mean * mean if tokens else float("nan")
-        hist = self.k_hist.tolist()
         return LayerReport(
             layer=self.layer,
             name=self.name,
@@ -137,10 +150,10 @@ class LayerStats:
             entropy_std=max(var, 0.0) ** 0.5 if tokens else float("nan"),
             k_histogram=hist,
             average_k=sum(i * c for i, c in enumerate(hist)) / tokens if tokens else float("nan"),
-            expert_counts=self.expert_counts.tolist(),
-            executed_pairs=int(self.matmul_rows.sum()),
+            expert_counts=experts,
+            executed_pairs=executed,
             native_pairs=tokens * self.native_k,
-            nonfinite_tokens=int(self.nonfinite),
+            nonfinite_tokens=nonfinite,
         )
 
 

@@ -130,7 +130,7 @@ def test_dropped_slots_are_never_multiplied(monkeypatch):
     for order in ("expert", "slot"):
         counter.zero_()
         with torch.no_grad():
-            variable_k_experts_forward(experts, x, idx, w, order=order, row_counter=counter)
+            variable_k_experts_forward(experts, x, idx, w, order=order, count_rows=counter.add_)
         assert counter.tolist() == [2, 2, 2, 1]
 
 

@@ -66,7 +66,7 @@ def test_matches_reference_fp32(family, t, seed, drop, order):
     hidden = torch.randn(t, experts.gate_up_proj.shape[-1 if not experts.is_transposed else 1], generator=torch.Generator().manual_seed(seed))
     counter = torch.zeros(n, dtype=torch.long)
     with torch.no_grad():
-        out = variable_k_experts_forward(experts, hidden, index, weights, order=order, row_counter=counter)
+        out = variable_k_experts_forward(experts, hidden, index, weights, order=order, count_rows=counter.add_)
         ref = _reference(experts, hidden, index, weights)
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
     # rows the matmuls received: exactly the kept slots, per expert
@@ -93,7 +93,7 @@ def test_one_expert_takes_every_token_and_others_none(order):
     hidden = torch.randn(16, 32)
     counter = torch.zeros(8, dtype=torch.long)
     with torch.no_grad():
-        out = variable_k_experts_forward(experts, hidden, index, weights, order=order, row_counter=counter)
+        out = variable_k_experts_forward(experts, hidden, index, weights, order=order, count_rows=counter.add_)
     torch.testing.assert_close(out.double(), _reference(experts, hidden, index, weights), rtol=1e-4, atol=1e-5)
     assert counter.tolist() == [0, 0, 0, 0, 0, 16, 0, 0]
 
@@ -149,7 +149,7 @@ def test_sync_free_path_matches_reference_and_hides_the_unread_tail(family, t, s
                          generator=torch.Generator().manual_seed(seed))
     counter = torch.zeros(n, dtype=torch.long)
     with torch.no_grad():
-        out = variable_k_experts_forward(experts, hidden, index, weights, order=order, row_counter=counter,
+        out = variable_k_experts_forward(experts, hidden, index, weights, order=order, count_rows=counter.add_,
                                          sync_free=True)
         ref = _reference(experts, hidden, index, torch.nan_to_num(weights, nan=0.0))
     assert torch.isfinite(out).all()

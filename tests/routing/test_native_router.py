@@ -168,8 +168,8 @@ def test_tensors_it_does_not_take_are_left_to_the_other_paths():
 
 
 def test_threads_routing_one_layer_count_every_token():
-    """The C call adds to the layer's counters in place; it keeps the GIL, so that threads
-    serving one model cannot lose each other's counts (with the GIL released, this loses some)."""
+    """The C call adds to the layer's counters in place, under the statistics' lock, so that
+    threads serving one model cannot lose each other's counts (without the lock this loses some)."""
     hidden, weight = _inputs(16, 64, 8, torch.float32, 0)
     stats = LayerStats(0, "layer", 8, 2, 2, "cpu")
     native = fused.NativeRouter(FixedTopK(2).rank_thresholds(0, 2, hidden.device), True, stats=stats,

@@ -29,6 +29,7 @@ Mixtral shapes, no [T·K, H] buffer.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -129,14 +130,14 @@ def variable_k_experts_forward(
     top_k_weights: torch.Tensor,
     *,
     order: str = "slot",
-    row_counter: torch.Tensor | None = None,
+    count_rows: Callable[[torch.Tensor], Any] | None = None,
     sync_free: bool | None = None,
     kernel: ExactMatmul | PackedKernel | None = None,
 ) -> torch.Tensor:
     """hidden [T, H], index [T, K] (sentinel N = dropped), weights [T, K] -> [T, H].
 
-    ``row_counter`` [N], if given, is increased in place by the rows each expert's matmuls
-    received (no host sync). ``sync_free`` picks the accelerator path (sentinel rows kept past the
+    ``count_rows``, if given, is called with the rows each expert's matmuls received, [N] int64
+    on the layer's device (no host sync; ``LayerStats.add_rows``, or a counter's ``add_``). ``sync_free`` picks the accelerator path (sentinel rows kept past the
     last group and zeroed, no host sync); by default it is used off the CPU. ``kernel`` (CPU path
     only; ``adaptk.experts.kernels.kernel_for``) multiplies each expert's rows; by default the
     mirrored back-end's own calls.
@@ -148,8 +149,8 @@ def variable_k_experts_forward(
         return torch.zeros_like(hidden_states)
     n = experts.num_experts
     rows = GroupedRows(top_k_index, n, order, sync_free)
-    if row_counter is not None:
-        row_counter.add_(rows.counts)
+    if count_rows is not None:
+        count_rows(rows.counts)
     if rows.valid is None:  # CPU: kept rows only, fewer passes over memory, same bits
         return _cpu_forward(experts, hidden_states, top_k_weights, rows, order, kernel)
     if kernel is not None and not kernel.exact:
@@ -192,13 +193,13 @@ def _cpu_forward(experts: nn.Module, hidden_states: torch.Tensor, top_k_weights:
     return combine_expert(out, w, rows.token, counts, hidden_states)
 
 
-def bind(experts: nn.Module, order: str, row_counter: torch.Tensor | None,
+def bind(experts: nn.Module, order: str, count_rows: Callable[[torch.Tensor], Any] | None,
          kernel: ExactMatmul | PackedKernel | None = None) -> Callable[..., torch.Tensor]:
     """A forward for one experts module instance (what ``adaptk.patch`` installs)."""
 
     def forward(hidden_states, top_k_index, top_k_weights, *args, **kwargs):
         return variable_k_experts_forward(
-            experts, hidden_states, top_k_index, top_k_weights, order=order, row_counter=row_counter,
+            experts, hidden_states, top_k_index, top_k_weights, order=order, count_rows=count_rows,
             kernel=kernel,
         )
 

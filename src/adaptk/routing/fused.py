@@ -45,11 +45,9 @@ _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
 @functools.cache
-def _library() -> ctypes.PyDLL:
+def _library() -> ctypes.CDLL:
     """route_topk.c, compiled (or found in the cache) and loaded once, its two entry points typed."""
-    # PyDLL: the calls keep the GIL (a few microseconds each), so that two threads routing the same
-    # layer cannot interleave their in-place updates of its statistics
-    lib = ctypes.PyDLL(str(native.build("route_topk")))
+    lib = ctypes.CDLL(str(native.build("route_topk")))
     lib.adaptk_route_topk.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_int, ctypes.c_int,
                                       _PTR, _PTR, _PTR, _PTR, _PTR]
     lib.adaptk_route_native.argtypes = [_PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int, _PTR, ctypes.c_int,
@@ -158,17 +156,21 @@ class NativeRouter:
         sel = (torch.empty(t, dtype=torch.float32), torch.empty(t, k, dtype=torch.int64),
                torch.empty(t, k, dtype=torch.bool)) if self._selection else None  # entropy, candidates, drop
         entropy, cand, drop = (x.data_ptr() for x in sel) if sel is not None else (0, 0, 0)
-        status = self._fn(hidden.data_ptr(), weight.data_ptr(), t, h, n, k, int(bf16), self._tau.data_ptr(),
-                          self._renorm, logits.data_ptr(), indices.data_ptr(), weights.data_ptr(),
-                          int(bf16 and self._as_input), entropy, cand, drop, self._counts, self._kmax,
-                          self._moments)
+        args = (hidden.data_ptr(), weight.data_ptr(), t, h, n, k, int(bf16), self._tau.data_ptr(), self._renorm,
+                logits.data_ptr(), indices.data_ptr(), weights.data_ptr(), int(bf16 and self._as_input), entropy,
+                cand, drop, self._counts, self._kmax, self._moments)
+        if stats is None:
+            status = self._fn(*args)
+        else:
+            with stats.lock:  # the C code adds to the counters in place: one thread at a time
+                status = self._fn(*args)
+                if status == OK:
+                    stats.counted(t)
         if status == DECLINED:  # native_eligible admits no such shape
             raise ValueError(f"the native router takes T >= 1, K <= {MAX_K}, K <= N <= {MAX_N} and statistics "
                              f"counting k up to at least K; got T={t}, K={k}, N={n}, counting {self._kmax}")
         if status != OK:
             return Routed(status, None, None, None, None)
-        if stats is not None:
-            stats.counted(t)
         return Routed(OK, logits, indices, weights,
                       None if sel is None else Selection(indices, sel[1], sel[2], sel[0], None, None))
 
