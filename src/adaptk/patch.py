@@ -269,7 +269,7 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
     tokens (decode steps), the whole router, linear layer, softmax and statistics included, as
     one C call, for inference: logits within float32 rounding of the model's, not bit for bit, like
     ``kernel="native"``; right after a layer call at one token it takes about 0.4 of the fused
-    step's time and 0.6 of the model's own router's (docs/performance.md); longer calls take the
+    step's time and two thirds of the model's own router's (docs/performance.md); longer calls take the
     fused step. "torch": the torch ops only.
     """
     if not isinstance(policy, Policy):
