@@ -1,8 +1,7 @@
 """``LayerStats``: small updates are folded later, with the counts one update of everything gives."""
 
-import threading
-
 import torch
+from threads import run_in_threads
 
 from adaptk.stats import FOLD_TOKENS, LayerStats
 
@@ -96,11 +95,7 @@ def test_threads_updating_one_layer_count_every_token():
             stats.update(entropy, candidates, drop)
             stats.add_rows(torch.ones(8, dtype=torch.long))
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    run_in_threads(work, threads)
     report = stats.report()
     assert report.tokens == sum(report.k_histogram) == report.k_histogram[1] == threads * calls
     assert report.expert_counts[1] == threads * calls and report.executed_pairs == threads * calls * 8

@@ -1,13 +1,13 @@
-"""``adaptk.routing.fused.route_native``: the whole softmax top-k router in one C call, checked
+"""``adaptk.routing.fused.NativeRouter``: the whole softmax top-k router in one C call, checked
 against a float64 reference of the same router (not bit for bit: its own summation order)."""
 
 import math
-import threading
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threads import run_in_threads
 
 from adaptk import EntropyThreshold, FixedTopK
 from adaptk.routing import fused
@@ -180,11 +180,7 @@ def test_threads_routing_one_layer_count_every_token():
         for _ in range(calls):
             native(hidden, weight)
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    run_in_threads(work, threads)
     report = stats.report()
     assert report.tokens == sum(report.k_histogram) == threads * calls * 16
     assert sum(report.expert_counts) == threads * calls * 16 * 2
