@@ -137,10 +137,11 @@ def variable_k_experts_forward(
     """hidden [T, H], index [T, K] (sentinel N = dropped), weights [T, K] -> [T, H].
 
     ``count_rows``, if given, is called with the rows each expert's matmuls received, [N] int64
-    on the layer's device (no host sync; ``LayerStats.add_rows``, or a counter's ``add_``). ``sync_free`` picks the accelerator path (sentinel rows kept past the
-    last group and zeroed, no host sync); by default it is used off the CPU. ``kernel`` (CPU path
-    only; ``adaptk.experts.kernels.kernel_for``) multiplies each expert's rows; by default the
-    mirrored back-end's own calls.
+    on the layer's device (no host sync; ``LayerStats.add_rows``, or a counter's ``add_``).
+    ``sync_free`` picks the accelerator path (sentinel rows kept past the last group and zeroed,
+    no host sync); by default it is used off the CPU. ``kernel`` (CPU path only;
+    ``adaptk.experts.kernels.kernel_for``) multiplies each expert's rows; by default the mirrored
+    back-end's own calls.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
