@@ -136,7 +136,7 @@ def _rows(x: torch.Tensor, k: int, pairs: bool) -> torch.Tensor:
     return x if x.stride(1) == 1 else x.contiguous()
 
 
-DTYPES = (torch.float32, torch.bfloat16)  # weights; the arithmetic is float32 either way
+DTYPES = (torch.float32, torch.bfloat16)  # weights (and the native router's inputs); float32 arithmetic either way
 
 
 class PackedWeight:

@@ -181,14 +181,11 @@ def route_native(hidden: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor, 
     return NativeRouter(tau, renormalise, **options)(hidden, weight)
 
 
-_NATIVE_DTYPES = (torch.float32, torch.bfloat16)
-
-
 def native_eligible(hidden: torch.Tensor, weight: torch.Tensor, k: int) -> bool:
     """Whether ``route_native`` takes this call (else the fused step or the torch ops): hidden
     [T, H] with 1 <= T <= NATIVE_MAX_TOKENS and weight [N, H] of one dtype (float32, bfloat16),
     contiguous, on the CPU, K <= N; never under autograd."""
-    return (hidden.is_cpu and weight.is_cpu and hidden.dtype is weight.dtype and hidden.dtype in _NATIVE_DTYPES
+    return (hidden.is_cpu and weight.is_cpu and hidden.dtype is weight.dtype and hidden.dtype in native.DTYPES
             and hidden.dim() == 2 and 0 < hidden.shape[0] <= NATIVE_MAX_TOKENS and hidden.shape[1] == weight.shape[1]
             and k <= min(weight.shape[0], MAX_K) and weight.shape[0] <= MAX_N
             and hidden.is_contiguous() and weight.is_contiguous()
