@@ -183,10 +183,10 @@ class PackedExperts:
         self.experts = [PackedWeight(w) for w in weights]
         if len({(p.n, p.k, p.dtype) for p in self.experts}) > 1:
             raise KernelError("PackedExperts takes weights of one shape and dtype")
-        self.n, self.k = (self.experts[0].n, self.experts[0].k) if weights else (0, 0)
-        self.dtype = self.experts[0].dtype if weights else torch.float32
-        self.bf16 = self.experts[0].bf16 if weights else 0
-        self.pairs = self.experts[0].pairs if weights else False
+        first = self.experts[0] if weights else None  # every expert has its shape and dtype
+        self.n, self.k, self.dtype, self.bf16, self.pairs = (
+            (first.n, first.k, first.dtype, first.bf16, first.pairs) if first is not None
+            else (0, 0, torch.float32, 0, False))
         # [E] int64: where each expert's panels lie, handed to C as it is
         self.addresses = torch.tensor([p.panels.data_ptr() for p in self.experts], dtype=torch.int64)
         self._gemm = library().adaptk_grouped_gemm
