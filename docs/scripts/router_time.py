@@ -1,10 +1,10 @@
 """Time the router alone, as ``adaptk bench`` builds it: transformers' ``MixtralTopKRouter``
 and copies patched by ``adaptk.patch`` with an entropy policy, with and without the patch's
 statistics, routed by the fused step (the default), by the native router (``routing="native"``,
-with statistics) and by the torch ops (``routing="torch"``), side by side in one process. One thread, microseconds per call,
-medians of 7 interleaved samples: in a hot loop, or (``--after-layer``) each call right after a
-call of the experts layer of the same shape (``native`` kernel where it builds, every token at
-k=1), as a model runs its routers.
+with statistics) and by the torch ops (``routing="torch"``), side by side in one process. One
+thread, microseconds per call, medians of 7 interleaved samples: in a hot loop, or
+(``--after-layer``) each call right after a call of the experts layer of the same shape
+(``native`` kernel where it builds, every token at k=1), as a model runs its routers.
 
     python docs/scripts/router_time.py --tokens 1
     python docs/scripts/router_time.py --tokens 1 --check deferred
