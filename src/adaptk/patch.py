@@ -123,20 +123,11 @@ def _native_router(layer: MoELayer, tau: torch.Tensor | None, stats: LayerStats 
     if tau is None or not layer.family.linear_softmax:
         return None
     router, spec = layer.router, layer.family.weights
-    k = tau.numel()
     # for these families the logits are in the hidden dtype: "logits" and "hidden" weights alike
     native = fused.NativeRouter(tau, spec.renormalises(router), weights_as_input=spec.out != "float32",
                                 stats=stats, selection=False)
-
-    def route(hidden: torch.Tensor):
-        weight = router.weight  # [N, H], read per call: the model may have moved or cast it
-        x = hidden if hidden.dim() == 2 else hidden.reshape(-1, weight.shape[1])  # [T, H]
-        if not fused.native_eligible(x, weight, k):
-            return None
-        out = native(x, weight)
-        return (out.logits, out.weights, out.indices) if out.status == fused.OK else None
-
-    return route
+    route = native.route
+    return lambda hidden: route(hidden, router.weight)  # the weight read per call: it may be moved or cast
 
 
 def _check_finite(logits: torch.Tensor, index: int, name: str) -> None:

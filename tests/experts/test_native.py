@@ -145,7 +145,7 @@ def test_the_build_is_cached_per_source_and_cpu(monkeypatch, tmp_path):
     first = native.build()
     mtime = first.stat().st_mtime_ns
     assert native.build() == first and first.stat().st_mtime_ns == mtime  # not compiled again
-    monkeypatch.setattr(native, "_cpu_fingerprint", lambda: "another cpu")
+    monkeypatch.setattr(native, "cpu_fingerprint", lambda: "another cpu")
     assert native.build() != first  # another CPU: another binary
 
 

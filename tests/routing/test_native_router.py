@@ -142,8 +142,8 @@ def test_shapes_it_does_not_take_are_refused():
 def test_statistics_it_cannot_count_into_are_refused():
     hidden, weight = _inputs(2, 8, 6, torch.float32, 0)
     tau = FixedTopK(3).rank_thresholds(0, 3, hidden.device)
-    with pytest.raises(ValueError, match="counting 2"):  # k = 0..2 only
-        fused.route_native(hidden, weight, tau, True, stats=LayerStats(0, "layer", 6, 2, 2, "cpu"))
+    with pytest.raises(ValueError, match="count k up to 2; this router keeps up to 3"):  # k = 0..2 only
+        fused.NativeRouter(tau, True, stats=LayerStats(0, "layer", 6, 2, 2, "cpu"))
     with pytest.raises(ValueError, match="count 5 experts; this router has 6"):
         fused.route_native(hidden, weight, tau, True, stats=LayerStats(0, "layer", 5, 3, 3, "cpu"))
     with pytest.raises(ValueError, match="CPU statistics only"):  # a layer on another device

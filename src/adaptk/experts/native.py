@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 from importlib import resources
 from pathlib import Path
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,11 +43,12 @@ class NativeBuildError(KernelError):
     """The native kernel could not be compiled or loaded here."""
 
 
-def _source(name: str) -> bytes:
-    return (resources.files("adaptk.experts") / "csrc" / f"{name}.c").read_bytes()
+def source(name: str) -> bytes:
+    """``csrc/NAME`` (with its extension), as the package ships it."""
+    return (resources.files("adaptk.experts") / "csrc" / name).read_bytes()
 
 
-def _cpu_fingerprint() -> str:
+def cpu_fingerprint() -> str:
     """What -march=native compiles for: the CPU model and flags (so a shared cache folder never
     hands one CPU another's binary)."""
     try:
@@ -64,36 +66,54 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adaptk"
 
 
-def _compiler() -> str:
-    cc = os.environ.get("CC", "cc")
+def compiler(instead: str, variable: str = "CC", default: str = "cc") -> str:
+    """The C compiler's path (``$CC``, else ``cc``; with "CXX", "c++": the C++ compiler's), or
+    ``NativeBuildError`` saying how to get one, or ``instead``: what to do without."""
+    cc = os.environ.get(variable, default)
     path = shutil.which(cc)
     if path is None:
-        raise NativeBuildError(f"the native kernel needs a C compiler, and {cc!r} is not on PATH: install gcc "
-                               "or clang (or set CC), or use kernel='onednn-packed'")
+        lang = "C++" if variable == "CXX" else "C"
+        raise NativeBuildError(f"adaptk's native code needs a {lang} compiler, and {cc!r} is not on PATH: install "
+                               f"gcc or clang (or set {variable}), or {instead}")
     return path
+
+
+def compile_cached(name: str, key: list[bytes | str], steps: Callable[[Path, Path], list[list[str]]],
+                   instead: str, suffix: str = ".so") -> Path:
+    """Run the compiler command lines ``steps(tmp, out)`` (which write the library ``out`` in
+    the empty folder ``tmp``) unless the cache has ``name``'s library for ``key`` (everything
+    the binary depends on: sources, compilers, flags, CPU); return the library's path.
+    ``NativeBuildError`` with the compiler's output (and ``instead``: what to do) if one fails."""
+    digest = hashlib.sha256(b"\0".join(k if isinstance(k, bytes) else k.encode() for k in key)).hexdigest()[:16]
+    lib = cache_dir() / f"{name}-{digest}{suffix}"
+    if lib.exists():
+        return lib
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    log.info("adaptk: compiling %s (once for this version, compiler and CPU)", name)
+    with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+        out = Path(tmp) / lib.name
+        for argv in steps(Path(tmp), out):
+            done = subprocess.run(argv, capture_output=True, text=True)
+            if done.returncode != 0:
+                shown = " ".join(a for a in argv if not a.startswith(tmp))  # not the temporary paths
+                raise NativeBuildError(f"compiling {name} failed ({shown}):\n{done.stderr.strip()}\n"
+                                       f"fix the compiler set-up, or {instead}")
+        os.replace(out, lib)  # atomic: a concurrent build of the same key writes the same bytes
+    log.info("adaptk: compiled %s into %s", name, lib)
+    return lib
 
 
 def build(name: str = "small_gemm") -> Path:
     """Compile ``csrc/NAME.c`` (the small-row GEMM, or ``route_topk`` for the fused routing step
     and the native router) for this CPU unless the cache has it; return the library's path."""
-    cc, source = _compiler(), _source(name)
-    key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(FLAGS + LIBS).encode(),
-                                     _cpu_fingerprint().encode()])).hexdigest()[:16]
-    lib = cache_dir() / f"{name}-{key}.so"
-    if lib.exists():
-        return lib
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
-        src, out = Path(tmp) / f"{name}.c", Path(tmp) / lib.name
-        src.write_bytes(source)
-        done = subprocess.run([cc, *FLAGS, str(src), "-o", str(out), *LIBS], capture_output=True, text=True)
-        if done.returncode != 0:
-            instead = "use kernel='onednn-packed'" if name == "small_gemm" else "adaptk routes with torch ops"
-            raise NativeBuildError(f"compiling {name}.c failed ({cc} {' '.join(FLAGS)}):\n"
-                                   f"{done.stderr.strip()}\nfix the compiler set-up, or {instead}")
-        os.replace(out, lib)  # atomic: a concurrent build of the same key writes the same bytes
-    log.info("adaptk: compiled %s.c into %s", name, lib)
-    return lib
+    instead = "use kernel='onednn-packed'" if name == "small_gemm" else "adaptk routes with torch ops"
+    cc, code = compiler(instead), source(f"{name}.c")
+
+    def steps(tmp: Path, out: Path) -> list[list[str]]:
+        (tmp / f"{name}.c").write_bytes(code)
+        return [[cc, *FLAGS, str(tmp / f"{name}.c"), "-o", str(out), *LIBS]]
+
+    return compile_cached(name, [code, cc, " ".join(FLAGS + LIBS), cpu_fingerprint()], steps, instead)
 
 
 @functools.cache

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 
 from adaptk.experts import native
+from adaptk.routing import binding
 from adaptk.routing.select import Selection
 from adaptk.stats import LayerStats
 
@@ -129,10 +130,14 @@ class NativeRouter:
     see ``native_eligible``) -> logits = hidden @ weight.T, probabilities = softmax(logits in
     float32), their entropy, and the indices and weights ``route_topk`` gives for those, with the
     ``Selection`` (no ``top_probs``) if ``selection``. One thread, any T (``native_eligible``
-    keeps it to few tokens)."""
+    keeps it to few tokens).
+
+    ``route`` is the patch's call (its checks included): the C++ binding's (``binding``: checks,
+    allocations, lock and call in C++, the same C code) where that builds and ``cxx``, else
+    ``route_ctypes``."""
 
     def __init__(self, tau: torch.Tensor, renormalise: bool, *, weights_as_input: bool = False,
-                 stats: LayerStats | None = None, selection: bool = True) -> None:
+                 stats: LayerStats | None = None, selection: bool = True, cxx: bool = True) -> None:
         self._fn = _library().adaptk_route_native
         self._tau, self._k, self._renorm = tau, tau.shape[0], int(renormalise)
         self._as_input, self._stats, self._selection = weights_as_input, stats, selection
@@ -143,6 +148,24 @@ class NativeRouter:
                                  f"{stats.counts.device}: route it with routing='fused'")
             self._counts, self._kmax, self._moments = (stats.counts.data_ptr(), stats.kmax,
                                                        stats.entropy_moments.data_ptr())
+        if stats is not None and stats.kmax < self._k:
+            raise ValueError(f"the statistics count k up to {stats.kmax}; this router keeps up to {self._k}")
+        # the patch's call (see ``route_ctypes``): the C++ binding's Router where it builds
+        self.route = self.route_ctypes
+        if cxx and binding.unavailable() is None:
+            self.route = binding.extension().Router(tau, bool(renormalise), weights_as_input, NATIVE_MAX_TOKENS, stats)
+
+    def route_ctypes(self, hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """The patch's call (``route``): hidden [..., H] (any call) and weight [N, H] ->
+        (logits [T, N], weights [T, K], indices [T, K]), counted in the statistics, or None for
+        a call the other paths must route (``native_eligible`` false, a NaN/Inf logit: then
+        nothing is counted). ``route`` does the same in C++ where ``binding`` builds."""
+        same_h = hidden.dim() > 0 and hidden.shape[-1] == weight.shape[-1]
+        x = hidden.reshape(-1, weight.shape[-1]) if hidden.dim() != 2 and same_h else hidden  # [T, H]
+        if not native_eligible(x, weight, self._k):
+            return None
+        out = self(x, weight)
+        return (out.logits, out.weights, out.indices) if out.status == OK else None
 
     def __call__(self, hidden: torch.Tensor, weight: torch.Tensor) -> Routed:
         t, h = hidden.shape
@@ -167,8 +190,8 @@ class NativeRouter:
                 if status == OK:
                     stats.counted(t)
         if status == DECLINED:  # native_eligible admits no such shape
-            raise ValueError(f"the native router takes T >= 1, K <= {MAX_K}, K <= N <= {MAX_N} and statistics "
-                             f"counting k up to at least K; got T={t}, K={k}, N={n}, counting {self._kmax}")
+            raise ValueError(f"the native router takes T >= 1, K <= {MAX_K} and K <= N <= {MAX_N}; "
+                             f"got T={t}, K={k}, N={n}")
         if status != OK:
             return Routed(status, None, None, None, None)
         return Routed(OK, logits, indices, weights,
@@ -178,7 +201,7 @@ class NativeRouter:
 def route_native(hidden: torch.Tensor, weight: torch.Tensor, tau: torch.Tensor, renormalise: bool,
                  **options) -> Routed:
     """One call of a ``NativeRouter(tau, renormalise, **options)``: see there."""
-    return NativeRouter(tau, renormalise, **options)(hidden, weight)
+    return NativeRouter(tau, renormalise, cxx=False, **options)(hidden, weight)  # its route is not called
 
 
 def native_eligible(hidden: torch.Tensor, weight: torch.Tensor, k: int) -> bool:

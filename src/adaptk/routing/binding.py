@@ -1,0 +1,88 @@
+"""The native router bound through torch's C++ API (``experts/csrc/route_native_ext.cpp``).
+
+``fused.NativeRouter`` calls ``route_topk.c`` with ctypes. At one token, right after a layer
+call (a decode step), what surrounds that C call costs more than the call: checking the
+tensors from Python, three ``torch.empty`` and ctypes' argument handling, each a few
+microseconds with the caches cold. This module compiles a small torch extension that does the
+checks, the allocations and the call in C++ (``Router``; about 16 microseconds less per router
+call there, docs/performance.md), linked with the same ``route_topk.c``: the same results.
+
+It needs a C++ compiler, torch's headers (in its wheel) and Python's (``Python.h``), and builds
+once per source, compiler, torch and Python version and CPU into the native kernel's cache
+folder (``native.cache_dir()``; about 10 s). Where it cannot, ``unavailable()`` says why and
+``NativeRouter`` uses ctypes.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.machinery
+import importlib.util
+import logging
+import sysconfig
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from adaptk.experts import native
+
+log = logging.getLogger(__name__)
+
+MODULE = "adaptk_router"  # PYBIND11_MODULE's name in route_native_ext.cpp
+C_FLAGS = ("-O3", "-march=native", "-std=gnu11", "-fPIC", "-c")
+CXX_FLAGS = ("-O2", "-std=c++20", "-fPIC", "-shared")  # torch 2.x's headers need C++20 features
+INSTEAD = "adaptk calls the native router with ctypes (the same results, slower per call)"
+
+
+def _torch_flags() -> tuple[list[str], list[str]]:
+    """What a torch extension compiles (headers, ABI) and links (torch's libraries) with."""
+    from torch.utils.cpp_extension import include_paths, library_paths  # imported only to build
+
+    cflags = [*(f"-I{p}" for p in include_paths()), f"-I{sysconfig.get_paths()['include']}",
+              f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+    libs = [flag for d in library_paths() for flag in (f"-L{d}", f"-Wl,-rpath,{d}")]
+    return cflags, [*libs, "-lc10", "-ltorch", "-ltorch_cpu", "-ltorch_python"]
+
+
+def build() -> Path:
+    """Compile the extension for this CPU, torch and Python unless the cache has it; its path."""
+    cc, cxx = native.compiler(INSTEAD), native.compiler(INSTEAD, "CXX", "c++")
+    c_code, cxx_code = native.source("route_topk.c"), native.source("route_native_ext.cpp")
+    cflags, libs = _torch_flags()
+
+    def steps(tmp: Path, out: Path) -> list[list[str]]:
+        c, cpp, obj = tmp / "route_topk.c", tmp / "route_native_ext.cpp", tmp / "route_topk.o"
+        c.write_bytes(c_code)
+        cpp.write_bytes(cxx_code)
+        return [[cc, *C_FLAGS, str(c), "-o", str(obj)],
+                [cxx, *CXX_FLAGS, *cflags, str(cpp), str(obj), "-o", str(out), *libs]]
+
+    key = [c_code, cxx_code, cc, cxx, " ".join(C_FLAGS + CXX_FLAGS), " ".join(cflags + libs),
+           torch.__version__, sysconfig.get_config_var("EXT_SUFFIX") or "", native.cpu_fingerprint()]
+    return native.compile_cached(MODULE, key, steps, INSTEAD, suffix=importlib.machinery.EXTENSION_SUFFIXES[0])
+
+
+@functools.cache
+def extension() -> ModuleType:
+    """The compiled extension, built on first call and loaded once (``NativeBuildError`` or
+    ``ImportError`` if it cannot be)."""
+    path = build()
+    spec = importlib.util.spec_from_file_location(MODULE, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path} as a Python extension")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.cache
+def unavailable() -> str | None:
+    """Why the C++ binding cannot run here (no C++ compiler, no Python headers, ...), or None if
+    it can (asked once per process; logged once)."""
+    try:
+        extension()
+    except (native.NativeBuildError, ImportError, OSError) as err:
+        log.info("adaptk: %s: %s", INSTEAD, err)
+        return str(err)
+    return None

@@ -1,0 +1,150 @@
+"""``adaptk.routing.binding``: the native router's C++ binding against its ctypes binding (the
+same C code: the same bits, the same calls declined, the same counts)."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from threads import run_in_threads
+
+from adaptk import EntropyThreshold, FixedTopK
+from adaptk.experts import native
+from adaptk.routing import binding, fused
+from adaptk.stats import LayerStats
+
+pytestmark = pytest.mark.skipif(binding.unavailable() is not None,
+                                reason=f"no C++ binding of the native router: {binding.unavailable()}")
+
+
+def _routers(tau: torch.Tensor, renorm: bool, n: int, kmax: int, **options):
+    """The same router twice, C++ binding and ctypes, each counting into its own statistics."""
+    stats = [LayerStats(0, "layer", n, tau.shape[0], kmax, "cpu") for _ in range(2)]
+    cxx, plain = (fused.NativeRouter(tau, renorm, stats=s, selection=False, cxx=c, **options)
+                  for s, c in zip(stats, (True, False), strict=True))
+    assert not isinstance(cxx.route, type(plain.route))  # the binding really is in use
+    return cxx, plain, stats
+
+
+def _same(a, b) -> None:
+    assert (a is None) == (b is None)
+    if a is not None:
+        for x, y in zip(a, b, strict=True):
+            assert x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
+
+
+def _same_counts(a: LayerStats, b: LayerStats) -> None:
+    assert a.tokens == b.tokens and torch.equal(a.counts, b.counts)
+    assert torch.equal(a.entropy_moments, b.entropy_moments)
+
+
+@settings(max_examples=100, deadline=None)
+@given(t=st.integers(1, 20), h=st.integers(1, 48), n=st.integers(1, 40), data=st.data(),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 2**16))
+def test_the_binding_gives_the_ctypes_bits_and_counts(t, h, n, data, dtype, seed):
+    k = data.draw(st.integers(1, min(n, 6)), label="k")
+    policy = FixedTopK(k) if k == 1 else EntropyThreshold([1, k], [0.5 * math.log(n)])
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(t, h, generator=g).to(dtype)
+    weight = (torch.randn(n, h, generator=g) * 3 / math.sqrt(h)).to(dtype)
+    batch = data.draw(st.sampled_from([None, 1, t]), label="3-D as [B, T/B, H]")
+    if batch is not None:
+        hidden = hidden.reshape(batch, t // batch, h)
+    tau = policy.rank_thresholds(0, k, hidden.device)
+    cxx, plain, stats = _routers(tau, data.draw(st.booleans(), label="renorm"), n, k + data.draw(st.integers(0, 2)),
+                                 weights_as_input=data.draw(st.booleans(), label="weights as input"))
+    for _ in range(2):  # the second call adds to the counts of the first
+        out, ref = cxx.route(hidden, weight), plain.route(hidden, weight)
+        assert (out is None) == (t > fused.NATIVE_MAX_TOKENS)
+        _same(out, ref)
+    _same_counts(*stats)
+
+
+def _declined_cases():
+    hidden, weight = torch.randn(4, 16), torch.randn(8, 16)
+    return {
+        "no tokens": (hidden[:0], weight),
+        "too many tokens": (torch.randn(fused.NATIVE_MAX_TOKENS + 1, 16), weight),
+        "not contiguous": (hidden.t().contiguous().t(), weight),
+        "weight not contiguous": (hidden, weight.t().contiguous().t()),
+        "float16": (hidden.half(), weight.half()),
+        "dtypes differ": (hidden.bfloat16(), weight),
+        "hidden sizes differ": (hidden[:, :8].contiguous(), weight),
+        "3-D, hidden sizes differ": (torch.randn(1, 2, 8), weight),
+        "K > N": (hidden, weight[:1]),
+        "autograd": (hidden, weight.clone().requires_grad_()),
+        "NaN": (hidden.clone().index_fill_(1, torch.tensor([3]), float("nan")), weight),
+        "overflow": (torch.full((2, 16), 1e30), torch.full((8, 16), 1e30)),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_declined_cases()))
+def test_calls_it_declines_are_the_ctypes_ones_and_count_nothing(case):
+    hidden, weight = _declined_cases()[case]
+    tau = FixedTopK(2).rank_thresholds(0, 2, hidden.device)
+    cxx, plain, stats = _routers(tau, True, weight.shape[0], 2)
+    assert cxx.route(hidden, weight) is None and plain.route(hidden, weight) is None
+    assert stats[0].tokens == 0 and not bool(stats[0].counts.any()) and not bool(stats[0].entropy_moments.any())
+    with torch.no_grad():  # no autograd: then it routes
+        if case == "autograd":
+            _same(cxx.route(hidden, weight), plain.route(hidden, weight))
+            _same_counts(*stats)
+
+
+def test_statistics_of_another_layer_are_refused():
+    tau = FixedTopK(2).rank_thresholds(0, 2, torch.device("cpu"))
+    cxx, plain, _ = _routers(tau, True, 5, 2)
+    hidden, weight = torch.randn(2, 8), torch.randn(6, 8)
+    for router in (cxx, plain):
+        with pytest.raises(ValueError, match="count 5 experts; this router has 6"):
+            router.route(hidden, weight)
+    with pytest.raises(ValueError, match="float32"):
+        binding.extension().Router(tau.double(), True, False, fused.NATIVE_MAX_TOKENS, None)
+
+
+def test_without_statistics_it_routes_the_same():
+    tau = EntropyThreshold([1, 2], [1.0]).rank_thresholds(0, 2, torch.device("cpu"))
+    hidden, weight = torch.randn(3, 32), torch.randn(8, 32)
+    _same(fused.NativeRouter(tau, True, selection=False).route(hidden, weight),
+          fused.NativeRouter(tau, True, selection=False, cxx=False).route(hidden, weight))
+
+
+def test_threads_routing_one_layer_count_every_token():
+    """The binding takes the statistics' lock around the C call, as ``NativeRouter`` does."""
+    hidden, weight = torch.randn(16, 64), torch.randn(8, 64)
+    tau = FixedTopK(2).rank_thresholds(0, 2, hidden.device)
+    router, _, (stats, _) = _routers(tau, True, 8, 2)
+    calls, threads = 5000, 4
+
+    def work():  # a call that did not route would count nothing: the totals below catch it
+        for _ in range(calls):
+            router.route(hidden, weight)
+
+    run_in_threads(work, threads)
+    report = stats.report()
+    assert report.tokens == sum(report.k_histogram) == threads * calls * 16
+    assert sum(report.expert_counts) == threads * calls * 16 * 2
+
+
+def test_a_missing_cxx_compiler_is_a_build_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADAPTK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler-adaptk")
+    with pytest.raises(native.NativeBuildError, match="needs a C\\+\\+ compiler.*ctypes"):
+        binding.build()
+
+
+def test_the_build_is_cached_per_torch_version(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADAPTK_CACHE_DIR", str(tmp_path))
+    first = binding.build()
+    assert binding.build() == first and first.name.startswith(binding.MODULE)
+    monkeypatch.setattr(torch, "__version__", "0.0.0-another")
+    monkeypatch.setattr(native, "compile_cached", lambda name, key, steps, instead, suffix: key)
+    assert "0.0.0-another" in binding.build()  # another torch: another key
+
+
+def test_where_it_does_not_build_the_router_uses_ctypes(monkeypatch):
+    monkeypatch.setattr(binding, "unavailable", lambda: "no C++ compiler")
+    tau = FixedTopK(1).rank_thresholds(0, 1, torch.device("cpu"))
+    router = fused.NativeRouter(tau, True, selection=False)
+    assert router.route == router.route_ctypes
