@@ -116,18 +116,17 @@ def _fused_step(layer: MoELayer, tau: torch.Tensor | None, check: str) -> Callab
 def _native_router(layer: MoELayer, tau: torch.Tensor | None, stats: LayerStats | None) -> Callable[..., Any] | None:
     """The whole router (linear layer, softmax, entropy, routing step, the statistics' counts) as
     one C call (``fused.NativeRouter``) for a family whose scores are a linear softmax, or None
-    where it cannot run (tau None, as ``_fused_step``). The returned function gives the router's
-    (logits, weights, indices), or None for a call the other paths must route (more than 16
-    tokens, autograd, a dtype or layout it does not take, a NaN/Inf logit: then nothing has been
-    counted)."""
+    where it cannot run (tau None, as ``_fused_step``). The returned function takes (hidden,
+    router weight) and gives the router's (logits, weights, indices), or None for a call the
+    other paths must route (more than 16 tokens, autograd, a dtype or layout it does not take, a
+    NaN/Inf logit: then nothing has been counted)."""
     if tau is None or not layer.family.linear_softmax:
         return None
     router, spec = layer.router, layer.family.weights
     # for these families the logits are in the hidden dtype: "logits" and "hidden" weights alike
     native = fused.NativeRouter(tau, spec.renormalises(router), weights_as_input=spec.out != "float32",
                                 stats=stats, selection=False)
-    route = native.route
-    return lambda hidden: route(hidden, router.weight)  # the weight read per call: it may be moved or cast
+    return native.route
 
 
 def _check_finite(logits: torch.Tensor, index: int, name: str) -> None:
@@ -164,9 +163,10 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
         return scores.logits, sel, family.weights(router, scores, sel, hidden_states.dtype)
 
     def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
-        done = whole(hidden_states) if whole is not None else None  # the native router: finite logits, counted
-        if done is not None:
-            return done
+        if whole is not None:  # the native router: finite logits, counted; the weight read per call (moved, cast)
+            done = whole(hidden_states, router.weight)
+            if done is not None:
+                return done
         logits, sel, weights = scored(hidden_states)
         if stats is not None:  # deferred: the logits' NaN/Inf tokens are counted on the device at the fold
             stats.update(sel.entropy, sel.candidates, sel.drop, logits if check == "deferred" else None)

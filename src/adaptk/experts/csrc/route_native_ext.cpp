@@ -24,16 +24,17 @@ extern "C" int adaptk_route_native(const void *hidden, const void *weight, int64
 
 namespace {
 
-/* Holds a Python lock (threading.Lock) for its lifetime: lock.acquire() waits without the GIL. */
+/* Holds a Python lock (threading.Lock's bound acquire and release) for its lifetime; acquire
+ * waits without the GIL. */
 class Locked {
   public:
-    explicit Locked(const py::object &lock) : lock_(lock) { lock_.attr("acquire")(); }
-    ~Locked() { lock_.attr("release")(); }
+    Locked(const py::object &acquire, const py::object &release) : release_(release) { acquire(); }
+    ~Locked() { release_(); }
     Locked(const Locked &) = delete;
     Locked &operator=(const Locked &) = delete;
 
   private:
-    const py::object &lock_;
+    const py::object &release_;
 };
 
 /* One layer's router, bound once: tau [K] float32, renormalise, the weights' dtype (the hidden
@@ -57,7 +58,8 @@ class Router {
             moments_ = moments.data_ptr<double>();
             kmax_ = stats_.attr("kmax").cast<int64_t>();
             experts_ = stats_.attr("num_experts").cast<int64_t>();
-            lock_ = stats_.attr("lock");
+            acquire_ = stats_.attr("lock").attr("acquire");
+            release_ = stats_.attr("lock").attr("release");
             counted_ = stats_.attr("counted");
         }
     }
@@ -94,7 +96,7 @@ class Router {
         if (stats_.is_none()) {
             status = call();
         } else {
-            Locked held(lock_);  // the C code adds to the counters in place: one thread at a time
+            Locked held(acquire_, release_);  // the C code adds to the counters in place: one thread at a time
             status = call();
             if (status == 0)
                 counted_(t);
@@ -108,7 +110,7 @@ class Router {
     at::Tensor tau_;
     bool renorm_, as_input_;
     int64_t max_tokens_;
-    py::object stats_, lock_, counted_;
+    py::object stats_, acquire_, release_, counted_;
     int64_t *counts_ = nullptr;
     double *moments_ = nullptr;
     int64_t kmax_ = 0, experts_ = -1;
