@@ -259,9 +259,10 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
     which it hands back any call it cannot promise them for). "native": for calls of up to 16
     tokens (decode steps), the whole router, linear layer, softmax and statistics included, as
     one C call, for inference: logits within float32 rounding of the model's, not bit for bit,
-    like ``kernel="native"``; right after a layer call at one token it takes about 0.4 of the
-    fused step's time and two thirds of the model's own router's (docs/performance.md); longer
-    calls take the fused step. "torch": the torch ops only.
+    like ``kernel="native"``, called through a torch C++ extension compiled on first use
+    (``adaptk.routing.binding``; ctypes where it cannot build); right after a layer call at one
+    token it takes about 0.3 of the fused step's time and 0.35-0.42 of the model's own router's
+    (docs/performance.md); longer calls take the fused step. "torch": the torch ops only.
     """
     if not isinstance(policy, Policy):
         raise TypeError(

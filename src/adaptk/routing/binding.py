@@ -4,7 +4,7 @@
 call (a decode step), what surrounds that C call costs more than the call: checking the
 tensors from Python, three ``torch.empty`` and ctypes' argument handling, each a few
 microseconds with the caches cold. This module compiles a small torch extension that does the
-checks, the allocations and the call in C++ (``Router``; about 16 microseconds less per router
+checks, the allocations and the call in C++ (``Router``; 13-16 microseconds less per router
 call there, docs/performance.md), linked with the same ``route_topk.c``: the same results.
 
 It needs a C++ compiler, torch's headers (in its wheel) and Python's (``Python.h``), and builds

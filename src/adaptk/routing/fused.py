@@ -13,7 +13,8 @@ declines and the caller runs the torch ops.
 
 ``NativeRouter`` goes further for inference (``adaptk.patch(..., routing="native")``): the
 router's linear layer, softmax and entropy too, and the patch's statistics, so that a whole
-router call is one C call (``route_native``: one call of one). Its
+router call is one C call (``route_native``: one call of one; ``NativeRouter.route``, the
+patch's call, goes through the C++ binding of ``binding`` where it builds). Its
 own summation order and libm's expf/logf: logits within float32 rounding of torch's (one bfloat16
 unit in the last place), entropies within a few float32 units, ties kept lower index first; not
 bit for bit, like the native experts kernel.
