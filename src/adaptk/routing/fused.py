@@ -147,10 +147,10 @@ class NativeRouter:
             if not stats.counts.is_cpu:
                 raise ValueError("the native router counts into CPU statistics only; the layer is on "
                                  f"{stats.counts.device}: route it with routing='fused'")
+            if stats.kmax < self._k:
+                raise ValueError(f"the statistics count k up to {stats.kmax}; this router keeps up to {self._k}")
             self._counts, self._kmax, self._moments = (stats.counts.data_ptr(), stats.kmax,
                                                        stats.entropy_moments.data_ptr())
-        if stats is not None and stats.kmax < self._k:
-            raise ValueError(f"the statistics count k up to {stats.kmax}; this router keeps up to {self._k}")
         # the patch's call (see ``route_ctypes``): the C++ binding's Router where it builds
         self.route = self.route_ctypes
         if cxx and binding.unavailable() is None:
