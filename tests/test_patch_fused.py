@@ -8,24 +8,43 @@ import torch
 
 import adaptk
 from adaptk.models import find_moe_layers
-from adaptk.routing import fused
+from adaptk.routing import binding, fused
 from tiny_models import tiny_model
 
 pytestmark = pytest.mark.skipif(fused.unavailable() is not None, reason="no C compiler for the fused step")
 FUSED_FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "jamba"]  # softmax top-k conventions
 
 
-def _count_ok(monkeypatch):
-    """Count the calls of the fused step (``fused.route_topk``) that routed (status OK)."""
+def _count_fused(monkeypatch, cxx: bool):
+    """Count the fused router's calls that routed: through the C++ binding (``fused.fused_router``'s
+    callables, not None), or, with ``cxx`` False, that binding made unavailable and the ctypes
+    step (``fused.route_topk``, status OK) after the model's own scores."""
     calls = {"ok": 0}
-    real = fused.route_topk
+    if not cxx:
+        real_step = fused.route_topk
 
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        calls["ok"] += out.status == fused.OK
-        return out
+        def step(*args, **kwargs):
+            out = real_step(*args, **kwargs)
+            calls["ok"] += out.status == fused.OK
+            return out
 
-    monkeypatch.setattr(fused, "route_topk", spy)
+        monkeypatch.setattr(fused, "fused_router", lambda *args, **kwargs: None)
+        monkeypatch.setattr(fused, "route_topk", step)
+        return calls
+    real = fused.fused_router
+
+    def make(*args, **kwargs):
+        route = real(*args, **kwargs)
+        assert route is not None  # the binding builds here
+
+        def spy(*a):
+            out = route(*a)
+            calls["ok"] += out is not None
+            return out
+
+        return spy
+
+    monkeypatch.setattr(fused, "fused_router", make)
     return calls
 
 
@@ -50,27 +69,31 @@ def _count_native(monkeypatch):
     return calls
 
 
-def _run(model, policy, ids, routing):
-    with torch.no_grad(), adaptk.patch(model, policy, routing=routing) as h:
+def _run(model, policy, ids, routing, check_finite="auto"):
+    with torch.no_grad(), adaptk.patch(model, policy, routing=routing, check_finite=check_finite) as h:
         logits = model(ids).logits
         steps = [model(ids[:, :1]).logits for _ in range(3)]  # one-token calls, as decode steps
         return logits, steps, h.stats()
 
 
+@pytest.mark.parametrize("cxx", [pytest.param(True, marks=pytest.mark.skipif(
+    binding.unavailable() is not None, reason="no C++ binding")), False], ids=["c++", "ctypes"])
+@pytest.mark.parametrize("check", ["eager", "deferred"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("family", FUSED_FAMILIES)
-def test_fused_routing_gives_the_torch_ops_bits(family, dtype, monkeypatch):
+def test_fused_routing_gives_the_torch_ops_bits(family, dtype, check, cxx, monkeypatch):
     model = tiny_model(family).to(dtype)
     layer = find_moe_layers(model)[0]
     k, n = layer.native_k, layer.num_experts
     ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
-    calls = _count_ok(monkeypatch)
+    calls = _count_fused(monkeypatch, cxx)
     for policy in (adaptk.FixedTopK(k), adaptk.EntropyThreshold([1, k], [0.8 * math.log(n)])):
         calls["ok"] = 0
-        ref, ref_steps, ref_stats = _run(model, policy, ids, routing="torch")
+        ref, ref_steps, ref_stats = _run(model, policy, ids, routing="torch", check_finite=check)
         assert calls["ok"] == 0
-        out, steps, stats = _run(model, policy, ids, routing="fused")
-        assert calls["ok"] > 0  # the fused step ran
+        out, steps, stats = _run(model, policy, ids, routing="fused", check_finite=check)
+        every = 4 * len(find_moe_layers(model))  # the fused router routed every call (bfloat16 logits
+        assert calls["ok"] == every if dtype is torch.float32 else 0 < calls["ok"] <= every  # may tie)
         assert torch.equal(out, ref) and all(torch.equal(a, b) for a, b in zip(steps, ref_steps, strict=True))
         for a, b in zip(stats.layers, ref_stats.layers, strict=True):
             assert a.to_dict() == b.to_dict()

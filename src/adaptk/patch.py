@@ -113,6 +113,21 @@ def _fused_step(layer: MoELayer, tau: torch.Tensor | None, check: str) -> Callab
     return step
 
 
+def _fused_router(layer: MoELayer, tau: torch.Tensor | None, check: str,
+                  stats: LayerStats | None) -> Callable[..., Any] | None:
+    """The whole default router call (the model's linear layer and softmax, the entropy, the C
+    step, the statistics' update) in C++ (``fused.fused_router``: the torch ops' bits), or None
+    where it cannot run (tau None, as ``_fused_step``; a family whose scores are not a linear
+    softmax; no C++ extension: then ``_fused_step`` after the model's scores). The returned
+    function takes (hidden, router weight) and gives the router's (logits, weights, indices), or
+    None for a call the torch ops must route (nothing updated)."""
+    if tau is None or not layer.family.linear_softmax:
+        return None
+    family, spec = layer.family, layer.family.weights
+    return fused.fused_router(tau, spec.renormalises(layer.router), spec.out, flatten=family.flattens_hidden,
+                              check_logits=check == "eager", keep_logits=check == "deferred", stats=stats)
+
+
 def _native_router(layer: MoELayer, tau: torch.Tensor | None, stats: LayerStats | None) -> Callable[..., Any] | None:
     """The whole router (linear layer, softmax, entropy, routing step, the statistics' counts) as
     one C call (``fused.NativeRouter``) for a family whose scores are a linear softmax, or None
@@ -148,7 +163,9 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
     native_k, index, name = layer.native_k, layer.index, layer.name
     tau = _c_thresholds(layer, policy) if routing != "torch" else None
     whole = _native_router(layer, tau, stats) if routing == "native" else None
-    step = _fused_step(layer, tau, check)
+    cxx = _fused_router(layer, tau, check, stats)
+    routes = [r for r in (whole, cxx) if r is not None]  # tried in turn; then the model's scores and
+    step = _fused_step(layer, tau, check) if cxx is None else None  # the C step, or the torch ops
 
     def scored(hidden_states: torch.Tensor):
         """The model's own scores, then the fused step or the torch ops (same bits): (logits, selection, weights)."""
@@ -163,8 +180,8 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
         return scores.logits, sel, family.weights(router, scores, sel, hidden_states.dtype)
 
     def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
-        if whole is not None:  # the native router: finite logits, counted; the weight read per call (moved, cast)
-            done = whole(hidden_states, router.weight)
+        for route in routes:  # each updates the statistics itself; the weight read per call (moved, cast)
+            done = route(hidden_states, router.weight)
             if done is not None:
                 return done
         logits, sel, weights = scored(hidden_states)
@@ -256,7 +273,9 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
     (``FixedTopK``, ``EntropyThreshold``); other families, policies, devices and autograd always
     use the torch ops. "fused" (default): the model's own linear layer and softmax, then the rest
     of the routing step as one C call (``adaptk.routing.fused``: the same bits as the torch ops,
-    which it hands back any call it cannot promise them for). "native": for calls of up to 16
+    which it hands back any call it cannot promise them for), the whole call bound in C++ where
+    the extension builds (``adaptk.routing.binding``, compiled on first use; else through Python
+    and ctypes). "native": for calls of up to 16
     tokens (decode steps), the whole router, linear layer, softmax and statistics included, as
     one C call, for inference: logits within float32 rounding of the model's, not bit for bit,
     like ``kernel="native"``, called through a torch C++ extension compiled on first use

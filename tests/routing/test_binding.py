@@ -1,17 +1,22 @@
 """``adaptk.routing.binding``: the native router's C++ binding against its ctypes binding (the
-same C code: the same bits, the same calls declined, the same counts)."""
+same C code: the same bits, the same calls declined, the same counts), and the fused router's
+against the torch ops (the same bits, or declined where the C step declines)."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from threads import run_in_threads
 
 from adaptk import EntropyThreshold, FixedTopK
 from adaptk.experts import native
+from adaptk.models.families import RenormalisedTopK
+from adaptk.models.spec import RouterScores
 from adaptk.routing import binding, fused
+from adaptk.routing.select import decide
 from adaptk.stats import LayerStats
 
 pytestmark = pytest.mark.skipif(binding.unavailable() is not None,
@@ -148,3 +153,102 @@ def test_where_it_does_not_build_the_router_uses_ctypes(monkeypatch):
     tau = FixedTopK(1).rank_thresholds(0, 1, torch.device("cpu"))
     router = fused.NativeRouter(tau, True, selection=False)
     assert router.route == router.route_ctypes
+
+
+# ---- the fused router (the default): the torch ops' bits ------------------------------------
+
+
+def _torch_ops(hidden, weight, policy, k: int, renorm: bool, out: str, flatten: bool):
+    """What the patch's torch path gives for a linear softmax family: (logits, weights, indices)
+    and the ``Selection``."""
+    x = hidden.reshape(-1, weight.shape[1]) if flatten else hidden
+    logits = F.linear(x, weight)  # [T, N]
+    probs = F.softmax(logits, dim=-1, dtype=torch.float)
+    sel = decide(policy, probs, probs, layer=0, native_k=k, sorted_topk=True)
+    weights = RenormalisedTopK(renorm, out)(None, RouterScores(logits, probs, probs), sel, hidden.dtype)
+    return (logits, weights, sel.indices), sel
+
+
+def _fused(tau, renorm=True, out="float32", flatten=True, check=True, keep=False):
+    """A C++ fused router that records its statistics' updates."""
+    updates: list[tuple] = []
+    route = binding.extension().Fused(tau, renorm, fused.OUT_CODES[out], flatten, check, keep,
+                                      lambda *args: updates.append(args))
+    return route, updates
+
+
+@settings(max_examples=150, deadline=None)
+@given(t=st.integers(1, 40), h=st.integers(1, 48), n=st.integers(1, 40), data=st.data(),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), seed=st.integers(0, 2**16))
+def test_the_fused_binding_gives_the_torch_ops_bits(t, h, n, data, dtype, seed):
+    k = data.draw(st.integers(1, min(n, 6)), label="k")
+    policy = FixedTopK(k) if k == 1 else EntropyThreshold([1, k], [0.5 * math.log(n)])
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(t, h, generator=g).to(dtype)
+    weight = torch.randn(n, h, generator=g) * 3 / math.sqrt(h)
+    tied = n > 1 and data.draw(st.booleans(), label="two experts tied")
+    if tied:
+        weight[n - 1] = weight[0]
+    weight = weight.to(dtype)
+    flatten, renorm = data.draw(st.booleans(), label="flatten"), data.draw(st.booleans(), label="renorm")
+    out, keep = data.draw(st.sampled_from(sorted(fused.OUT_CODES)), label="out"), data.draw(st.booleans(), label="keep")
+    if flatten and data.draw(st.booleans(), label="3-D"):
+        hidden = hidden.reshape(1, t, h)
+    tau = policy.rank_thresholds(0, k, hidden.device)
+    route, updates = _fused(tau, renorm, out, flatten, data.draw(st.booleans(), label="check"), keep)
+    got = route(hidden, weight)
+    ref, sel = _torch_ops(hidden, weight, policy, k, renorm, out, flatten)
+    if got is None:  # only where the C step declines: a tie among a row's K + 1 largest
+        assert tied or dtype is not torch.float32
+        probs = F.softmax(ref[0], dim=-1, dtype=torch.float)
+        assert fused.route_topk(probs, sel.entropy, tau, None, renormalise=False).status == fused.DECLINED
+        assert not updates
+        return
+    _same(got, ref)
+    (entropy, cand, drop, logits), = updates
+    assert torch.equal(entropy, sel.entropy) and torch.equal(cand, sel.candidates) and torch.equal(drop, sel.drop)
+    assert (logits is got[0]) if keep else logits is None
+
+
+def _fused_declined_cases():
+    hidden, weight = torch.randn(4, 16), torch.randn(8, 16)
+    return {
+        "no tokens": (hidden[:0], weight),
+        "float64": (hidden.double(), weight.double()),
+        "hidden sizes differ": (hidden[:, :8].contiguous(), weight),
+        "3-D, not flattened": (hidden[None], weight),
+        "K > N": (hidden, weight[:1]),
+        "autograd": (hidden, weight.clone().requires_grad_()),
+        "a tie": (hidden, weight[:4].repeat(2, 1)),  # experts i and i + 4 tie: the best has a twin
+        "NaN": (hidden.clone().index_fill_(1, torch.tensor([3]), float("nan")), weight),
+        "overflow": (torch.full((2, 16), 1e30), torch.full((8, 16), 1e30)),
+    }
+
+
+@pytest.mark.parametrize("check", [True, False])
+@pytest.mark.parametrize("case", sorted(_fused_declined_cases()))
+def test_calls_the_fused_binding_declines_update_nothing(case, check):
+    hidden, weight = _fused_declined_cases()[case]
+    tau = FixedTopK(2).rank_thresholds(0, 2, hidden.device)
+    route, updates = _fused(tau, flatten=case != "3-D, not flattened", check=check)
+    assert route(hidden, weight) is None and not updates
+    if case == "autograd":  # without autograd it routes
+        with torch.no_grad():
+            assert route(hidden, weight) is not None and len(updates) == 1
+
+
+def test_the_fused_binding_refuses_bad_settings():
+    tau = FixedTopK(2).rank_thresholds(0, 2, torch.device("cpu"))
+    with pytest.raises(ValueError, match="float32"):
+        _fused(tau.double())
+    with pytest.raises(ValueError, match="out must be"):
+        binding.extension().Fused(tau, True, 3, True, True, False, None)
+    route = binding.extension().Fused(tau, True, 0, True, True, False, None)  # no statistics: routes all the same
+    assert route(torch.randn(3, 16), torch.randn(8, 16)) is not None
+
+
+def test_where_it_does_not_build_the_fused_router_is_none(monkeypatch):
+    monkeypatch.setattr(binding, "unavailable", lambda: "no C++ compiler")
+    tau = FixedTopK(1).rank_thresholds(0, 1, torch.device("cpu"))
+    assert fused.fused_router(tau, True, "float32", flatten=True, check_logits=True, keep_logits=False,
+                              stats=None) is None

@@ -131,6 +131,7 @@ JAMBA = MoEFamily(
     router_classes=("JambaTopKRouter",),
     scores=_jamba_scores,
     linear_softmax=True,
+    flattens_hidden=False,
     weights=RenormalisedTopK(False, "hidden"),
     router_attr="router",
 )

@@ -53,8 +53,9 @@ class MoEFamily:
     experts_attr: str = "experts"
     distribution: str = "softmax over the router logits"
     # the scores are F.linear(hidden [T, H], router.weight) and their float32 softmax (no bias, no
-    # temperature): adaptk's native router (routing="native") may compute them in one C call
+    # temperature): adaptk's C++ routers (adaptk.routing.fused) may compute them in one call
     linear_softmax: bool = False
+    flattens_hidden: bool = True  # (linear_softmax) the scores flatten hidden to [T, H] first
 
     def __post_init__(self) -> None:
         if not self.router_classes:

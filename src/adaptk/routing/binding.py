@@ -1,16 +1,21 @@
-"""The native router bound through torch's C++ API (``experts/csrc/route_native_ext.cpp``).
+"""adaptk's routers bound through torch's C++ API (``experts/csrc/router_ext.cpp``).
 
-``fused.NativeRouter`` calls ``route_topk.c`` with ctypes. At one token, right after a layer
-call (a decode step), what surrounds that C call costs more than the call: checking the
-tensors from Python, three ``torch.empty`` and ctypes' argument handling, each a few
-microseconds with the caches cold. This module compiles a small torch extension that does the
-checks, the allocations and the call in C++ (``Router``; 13-16 microseconds less per router
-call there, docs/performance.md), linked with the same ``route_topk.c``: the same results.
+At one token, right after a layer call (a decode step), what surrounds the routing arithmetic
+costs more than the arithmetic: each torch op dispatched from Python, each tensor check and
+allocation, ctypes' argument handling, a few microseconds with the caches cold. This module
+compiles a small torch extension, linked with ``route_topk.c``, with two classes:
+
+- ``Fused``, the default router (``fused.fused_router``): the model's linear layer and float32
+  softmax and torch's entropy through the same at:: ops the Python code calls (the same bits),
+  then ``adaptk_route_topk`` and the statistics' update, in one Python call;
+- ``Router``, the native router (``fused.NativeRouter.route``): the checks, the three output
+  tensors and ``adaptk_route_native`` in one call, the ctypes binding's results.
 
 It needs a C++ compiler, torch's headers (in its wheel) and Python's (``Python.h``), and builds
 once per source, compiler, torch and Python version and CPU into the native kernel's cache
-folder (``native.cache_dir()``; about 10 s). Where it cannot, ``unavailable()`` says why and
-``NativeRouter`` uses ctypes.
+folder (``native.cache_dir()``; about 10 s). Where it cannot, ``unavailable()`` says why: the
+fused router then runs the model's scores in Python and the C step through ctypes, and the
+native router uses ctypes (the same results, slower per call).
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ from adaptk.experts import native
 
 log = logging.getLogger(__name__)
 
-MODULE = "adaptk_router"  # PYBIND11_MODULE's name in route_native_ext.cpp
+MODULE = "adaptk_router"  # PYBIND11_MODULE's name in router_ext.cpp
 C_FLAGS = ("-O3", "-march=native", "-std=gnu11", "-fPIC", "-c")
 CXX_FLAGS = ("-O2", "-std=c++20", "-fPIC", "-shared")  # torch 2.x's headers need C++20 features
-INSTEAD = "adaptk calls the native router with ctypes (the same results, slower per call)"
+INSTEAD = "adaptk calls its routers' C code with ctypes (the same results, slower per call)"
 
 
 def _torch_flags() -> tuple[list[str], list[str]]:
@@ -48,11 +53,11 @@ def _torch_flags() -> tuple[list[str], list[str]]:
 def build() -> Path:
     """Compile the extension for this CPU, torch and Python unless the cache has it; its path."""
     cc, cxx = native.compiler(INSTEAD), native.compiler(INSTEAD, "CXX", "c++")
-    c_code, cxx_code = native.source("route_topk.c"), native.source("route_native_ext.cpp")
+    c_code, cxx_code = native.source("route_topk.c"), native.source("router_ext.cpp")
     cflags, libs = _torch_flags()
 
     def steps(tmp: Path, out: Path) -> list[list[str]]:
-        c, cpp, obj = tmp / "route_topk.c", tmp / "route_native_ext.cpp", tmp / "route_topk.o"
+        c, cpp, obj = tmp / "route_topk.c", tmp / "router_ext.cpp", tmp / "route_topk.o"
         c.write_bytes(c_code)
         cpp.write_bytes(cxx_code)
         return [[cc, *C_FLAGS, str(c), "-o", str(obj)],

@@ -11,6 +11,10 @@ It gives torch's bits or none: the entropy is torch's (``entropy_nats``), and wh
 cannot promise torch.topk's order (a tie among a row's K + 1 largest probabilities, a NaN) it
 declines and the caller runs the torch ops.
 
+``fused_router`` binds the whole default router call through ``binding``'s C++ extension where
+it builds: the model's own linear layer and softmax (the same at:: ops, the same bits), torch's
+entropy, the C step and the statistics' update, with no Python between them.
+
 ``NativeRouter`` goes further for inference (``adaptk.patch(..., routing="native")``): the
 router's linear layer, softmax and entropy too, and the patch's statistics, so that a whole
 router call is one C call (``route_native``: one call of one; ``NativeRouter.route``, the
@@ -27,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 OK, NONFINITE, DECLINED = 0, 1, 2  # what adaptk_route_topk returns
 LOGIT_CODES = {torch.float32: 1, torch.bfloat16: 2, torch.float16: 3}  # 0: do not check
 MAX_K = 64
+OUT_CODES = {"float32": 0, "logits": 1, "hidden": 2}  # RenormalisedTopK.out -> the C++ Fused's code
 MAX_N = 4096  # experts the native router takes (route_topk.c's MAXN)
 NATIVE_MAX_TOKENS = 16  # calls of more tokens: torch's GEMM is faster and its dispatch a small share
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
@@ -107,6 +113,24 @@ def eligible(probs: torch.Tensor, logits: torch.Tensor, k: int) -> bool:
             and probs.shape[0] > 0 and k <= min(probs.shape[1], MAX_K) and probs.is_contiguous()
             and logits.dtype in LOGIT_CODES and logits.is_contiguous() and logits.shape == probs.shape
             and not probs.requires_grad)
+
+
+def fused_router(tau: torch.Tensor, renormalise: bool, out: str, *, flatten: bool, check_logits: bool,
+                 keep_logits: bool, stats: LayerStats | None) -> Callable[..., tuple[torch.Tensor, ...] | None] | None:
+    """One layer's default router call in C++ (``binding``'s ``Fused``), or None where the
+    extension cannot build (then the patch runs the model's scores and ``route_topk`` through
+    ctypes: the same bits, more dispatch). For a family whose scores are ``F.linear(hidden,
+    weight)`` (hidden flattened to [T, H] first if ``flatten``) and their float32 softmax, a
+    ``RenormalisedTopK(renormalise, out)`` weighting and rank thresholds tau [K]. The returned
+    callable takes (hidden, router weight [N, H]) and gives (logits [T, N], weights [T, K],
+    indices [T, K]) as the torch ops do, the statistics updated (``stats.update``: entropy,
+    candidates, drop, and the logits if ``keep_logits``, the deferred check), or None for a
+    call the torch ops must route (a tie, a NaN, a NaN/Inf logit if ``check_logits``,
+    autograd, another device or layout; nothing updated)."""
+    if binding.unavailable() is not None:
+        return None
+    return binding.extension().Fused(tau, renormalise, OUT_CODES[out], flatten, check_logits, keep_logits,
+                                     None if stats is None else stats.update)
 
 
 class Routed(NamedTuple):

@@ -1,0 +1,225 @@
+/* adaptk's two routers bound through torch's C++ API (adaptk.routing.binding builds this file with
+ * route_topk.c). At one token, right after a layer call, each torch op and attribute read from
+ * Python costs microseconds; here they cost nanoseconds.
+ *
+ * Fused (adaptk.patch's default, routing="fused"): the model's own router ops (its linear layer
+ * and float32 softmax: the same at:: ops that F.linear and F.softmax call, so the same bits),
+ * torch's entropy, route_topk.c's adaptk_route_topk (the top-k, the threshold comparison, the
+ * sentinel fill, the kept weights) and the patch's statistics update, in one Python call. It
+ * declines (returns None) every call the Python path would hand to the torch ops.
+ *
+ * Router (routing="native"): the checks on the call's tensors, the three output tensors and the
+ * C call of route_topk.c's adaptk_route_native. The arithmetic is route_topk.c's, so the results
+ * are the ctypes binding's (fused.NativeRouter.route_ctypes), bit for bit.
+ *
+ * Shapes: T tokens, H hidden size, N experts, K = tau's length.
+ */
+#include <ATen/core/Tensor.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/div.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/special_entr.h>
+#include <ATen/ops/sum.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace py = pybind11;
+
+extern "C" int adaptk_route_topk(const float *probs, int64_t T, int64_t N, int64_t K, const float *entropy,
+                                 const float *tau, const void *logits, int code, int renorm, int64_t *cand,
+                                 int64_t *indices, uint8_t *drop, float *top, float *weights);
+extern "C" int adaptk_route_native(const void *hidden, const void *weight, int64_t T, int64_t H, int64_t N,
+                                   int64_t K, int bf16, const float *tau, int renorm, void *logits,
+                                   int64_t *indices, void *weights, int wbf16, float *entropy, int64_t *cand,
+                                   uint8_t *drop, int64_t *counts, int64_t kmax, double *moments);
+
+namespace {
+
+constexpr int64_t kLastDim[] = {-1};
+const at::IntArrayRef kLast(kLastDim);  // dim=-1
+
+void check_tau(const at::Tensor &tau) {
+    if (tau.scalar_type() != at::kFloat || tau.dim() != 1 || tau.size(0) < 1 || !tau.is_contiguous() || !tau.is_cpu())
+        throw std::invalid_argument("tau must be a contiguous 1-D float32 CPU tensor of at least one threshold");
+}
+
+/* route_topk.c's code for the logits' dtype (0: one it does not check) */
+int logit_code(at::ScalarType dtype) {
+    return dtype == at::kFloat ? 1 : dtype == at::kBFloat16 ? 2 : dtype == at::kHalf ? 3 : 0;
+}
+
+/* One layer's fused router, bound once: tau [K] float32, renormalise (the C code divides sums
+ * of K <= 2, torch's sum longer ones, as RenormalisedTopK), the weights' dtype (out: 0 float32,
+ * 1 the logits', 2 the hidden states'), whether the model's scores flatten hidden to [T, H]
+ * first, whether the C code checks the logits for NaN/Inf (the patch's eager check), and the
+ * statistics' update (LayerStats.update or None) and whether it gets the logits (the deferred
+ * check). */
+class Fused {
+  public:
+    Fused(at::Tensor tau, bool renorm, int64_t out, bool flatten, bool check_logits, bool keep_logits,
+          py::object update)
+        : tau_(std::move(tau)), renorm_(renorm), out_(out), flatten_(flatten), check_(check_logits),
+          keep_logits_(keep_logits), update_(std::move(update)) {
+        check_tau(tau_);
+        if (out_ < 0 || out_ > 2)
+            throw std::invalid_argument("out must be 0 (float32), 1 (the logits' dtype) or 2 (the hidden dtype)");
+    }
+
+    /* hidden [..., H] (flattened to [T, H] if flatten; else [T, H] only) and weight [N, H] ->
+     * (logits [T, N], weights [T, K], indices [T, K]) as the model's scores and the torch ops
+     * give them, the statistics updated; or None for a call the Python path must route (on
+     * another device, under autograd, another hidden size, a layout or shape route_topk.c does
+     * not take, a tie among a row's K + 1 largest probabilities, a NaN probability, a NaN/Inf
+     * logit under the eager check), with nothing counted. */
+    py::object operator()(const at::Tensor &hidden, const at::Tensor &weight) const {
+        if (!hidden.is_cpu() || !weight.is_cpu() || weight.dim() != 2 || hidden.dim() < 1 ||
+            hidden.size(-1) != weight.size(1) || (!flatten_ && hidden.dim() != 2) ||
+            (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad())))
+            return py::none();
+        const int64_t n = weight.size(0), k = tau_.size(0);
+        const auto x = flatten_ ? hidden.reshape({-1, weight.size(1)}) : hidden;  // [T, H]
+        const auto logits = at::linear(x, weight);                                  // [T, N]
+        const auto probs = at::softmax(logits, -1, at::kFloat);                     // [T, N]
+        const int code = logit_code(logits.scalar_type());
+        const int64_t t = probs.size(0);
+        if (t < 1 || k > std::min<int64_t>(n, 64) || code == 0 || !probs.is_contiguous() || !logits.is_contiguous())
+            return py::none();
+        const auto entropy = at::sum(at::special_entr(probs), kLast);  // [T], torch's entropy_nats
+        const auto long_opts = probs.options().dtype(at::kLong);
+        auto cand = at::empty({t, k}, long_opts), indices = at::empty({t, k}, long_opts);
+        auto drop = at::empty({t, k}, probs.options().dtype(at::kBool));
+        auto weights = at::empty({t, k}, probs.options());
+        int status;
+        {
+            py::gil_scoped_release unlocked;
+            status = adaptk_route_topk(probs.data_ptr<float>(), t, n, k, entropy.data_ptr<float>(),
+                                       tau_.data_ptr<float>(), check_ ? logits.data_ptr() : nullptr,
+                                       check_ ? code : 0, renorm_ && k <= 2, cand.data_ptr<int64_t>(),
+                                       indices.data_ptr<int64_t>(), reinterpret_cast<uint8_t *>(drop.data_ptr()),
+                                       nullptr, weights.data_ptr<float>());
+        }
+        if (status != 0)  // 1: a NaN/Inf logit, 2: a tie or a NaN probability: the torch ops route it
+            return py::none();
+        if (renorm_ && k > 2)  // torch's own sum, as RenormalisedTopK: the same bits
+            weights = at::div(weights, at::sum(weights, kLast, true));
+        const auto dtype = out_ == 1 ? logits.scalar_type() : out_ == 2 ? hidden.scalar_type() : at::kFloat;
+        if (weights.scalar_type() != dtype)
+            weights = weights.to(dtype);
+        if (!update_.is_none())
+            update_(entropy, cand, drop, keep_logits_ ? py::cast(logits) : py::none());
+        return py::make_tuple(logits, weights, indices);
+    }
+
+  private:
+    at::Tensor tau_;
+    bool renorm_;
+    int64_t out_;
+    bool flatten_, check_, keep_logits_;
+    py::object update_;
+};
+
+/* Holds a Python lock (threading.Lock's bound acquire and release) for its lifetime; acquire
+ * waits without the GIL. */
+class Locked {
+  public:
+    Locked(const py::object &acquire, const py::object &release) : release_(release) { acquire(); }
+    ~Locked() { release_(); }
+    Locked(const Locked &) = delete;
+    Locked &operator=(const Locked &) = delete;
+
+  private:
+    const py::object &release_;
+};
+
+/* One layer's router, bound once: tau [K] float32, renormalise, the weights' dtype (the hidden
+ * dtype if as_input, else float32), the most tokens a call may have, and the statistics to count
+ * in (LayerStats or None; the C code adds to its counters in place, under its lock, and a call
+ * adds its tokens with stats.counted(T)). */
+class Router {
+  public:
+    Router(at::Tensor tau, bool renorm, bool as_input, int64_t max_tokens, py::object stats)
+        : tau_(std::move(tau)), renorm_(renorm), as_input_(as_input), max_tokens_(max_tokens),
+          stats_(std::move(stats)) {
+        check_tau(tau_);
+        if (!stats_.is_none()) {
+            const auto counts = stats_.attr("counts").cast<at::Tensor>();
+            const auto moments = stats_.attr("entropy_moments").cast<at::Tensor>();
+            if (!counts.is_cpu() || counts.scalar_type() != at::kLong || !counts.is_contiguous() ||
+                !moments.is_cpu() || moments.scalar_type() != at::kDouble || !moments.is_contiguous())
+                throw std::invalid_argument("the statistics' counters must be contiguous CPU int64 and float64");
+            counts_ = counts.data_ptr<int64_t>();  // kept alive by stats_, zeroed in place by its reset
+            moments_ = moments.data_ptr<double>();
+            kmax_ = stats_.attr("kmax").cast<int64_t>();
+            experts_ = stats_.attr("num_experts").cast<int64_t>();
+            acquire_ = stats_.attr("lock").attr("acquire");
+            release_ = stats_.attr("lock").attr("release");
+            counted_ = stats_.attr("counted");
+        }
+    }
+
+    /* hidden [..., H] and weight [N, H] -> (logits [T, N], weights [T, K], indices [T, K]), or None
+     * for a call the other paths must route: not float32/bfloat16 alike, not contiguous CPU, more
+     * than max_tokens tokens, under autograd, a shape route_topk.c declines, or a NaN/Inf logit
+     * (then nothing is counted). */
+    py::object operator()(const at::Tensor &hidden, const at::Tensor &weight) const {
+        const auto dtype = hidden.scalar_type();
+        if (!hidden.is_cpu() || !weight.is_cpu() || weight.scalar_type() != dtype ||
+            (dtype != at::kFloat && dtype != at::kBFloat16) || hidden.dim() < 1 || weight.dim() != 2 ||
+            hidden.size(-1) != weight.size(1) || !hidden.is_contiguous() || !weight.is_contiguous() ||
+            (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad())))
+            return py::none();
+        const int64_t h = weight.size(1), n = weight.size(0), k = tau_.size(0);
+        const int64_t t = h > 0 ? hidden.numel() / h : 0;
+        if (t < 1 || t > max_tokens_)
+            return py::none();
+        if (experts_ >= 0 && n != experts_)
+            throw std::invalid_argument("the statistics count " + std::to_string(experts_) +
+                                        " experts; this router has " + std::to_string(n));
+        const bool bf16 = dtype == at::kBFloat16;
+        auto logits = at::empty({t, n}, hidden.options());
+        auto indices = at::empty({t, k}, hidden.options().dtype(at::kLong));
+        auto weights = at::empty({t, k}, hidden.options().dtype(as_input_ ? dtype : at::kFloat));
+        const auto call = [&] {
+            py::gil_scoped_release unlocked;
+            return adaptk_route_native(hidden.data_ptr(), weight.data_ptr(), t, h, n, k, bf16, tau_.data_ptr<float>(),
+                                       renorm_, logits.data_ptr(), indices.data_ptr<int64_t>(), weights.data_ptr(),
+                                       bf16 && as_input_, nullptr, nullptr, nullptr, counts_, kmax_, moments_);
+        };
+        int status;
+        if (stats_.is_none()) {
+            status = call();
+        } else {
+            Locked held(acquire_, release_);  // the C code adds to the counters in place: one thread at a time
+            status = call();
+            if (status == 0)
+                counted_(t);
+        }
+        if (status != 0)  // 1: a NaN/Inf logit (nothing counted), 2: a shape route_topk.c declines
+            return py::none();
+        return py::make_tuple(logits, weights, indices);
+    }
+
+  private:
+    at::Tensor tau_;
+    bool renorm_, as_input_;
+    int64_t max_tokens_;
+    py::object stats_, acquire_, release_, counted_;
+    int64_t *counts_ = nullptr;
+    double *moments_ = nullptr;
+    int64_t kmax_ = 0, experts_ = -1;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(adaptk_router, m) {
+    py::class_<Fused>(m, "Fused")
+        .def(py::init<at::Tensor, bool, int64_t, bool, bool, bool, py::object>())
+        .def("__call__", &Fused::operator());
+    py::class_<Router>(m, "Router")
+        .def(py::init<at::Tensor, bool, bool, int64_t, py::object>())
+        .def("__call__", &Router::operator());
+}
