@@ -113,19 +113,19 @@ def _fused_step(layer: MoELayer, tau: torch.Tensor | None, check: str) -> Callab
     return step
 
 
-def _fused_router(layer: MoELayer, tau: torch.Tensor | None, check: str,
-                  stats: LayerStats | None) -> Callable[..., Any] | None:
+def _fused_router(layer: MoELayer, tau: torch.Tensor | None, stats: LayerStats | None) -> Callable[..., Any] | None:
     """The whole default router call (the model's linear layer and softmax, the entropy, the C
-    step, the statistics' update) in C++ (``fused.fused_router``: the torch ops' bits), or None
+    step, the statistics' counts) in C++ (``fused.fused_router``: the torch ops' bits), or None
     where it cannot run (tau None, as ``_fused_step``; a family whose scores are not a linear
     softmax; no C++ extension: then ``_fused_step`` after the model's scores). The returned
     function takes (hidden, router weight) and gives the router's (logits, weights, indices), or
-    None for a call the torch ops must route (nothing updated)."""
+    None for a call the torch ops must route (nothing counted; a NaN/Inf logit among them, which
+    the torch path raises (the eager check) or counts (the deferred one))."""
     if tau is None or not layer.family.linear_softmax:
         return None
     family, spec = layer.family, layer.family.weights
     return fused.fused_router(tau, spec.renormalises(layer.router), spec.out, flatten=family.flattens_hidden,
-                              check_logits=check == "eager", keep_logits=check == "deferred", stats=stats)
+                              stats=stats)
 
 
 def _native_router(layer: MoELayer, tau: torch.Tensor | None, stats: LayerStats | None) -> Callable[..., Any] | None:
@@ -163,7 +163,7 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
     native_k, index, name = layer.native_k, layer.index, layer.name
     tau = _c_thresholds(layer, policy) if routing != "torch" else None
     whole = _native_router(layer, tau, stats) if routing == "native" else None
-    cxx = _fused_router(layer, tau, check, stats)
+    cxx = _fused_router(layer, tau, stats)
     routes = [r for r in (whole, cxx) if r is not None]  # tried in turn; then the model's scores and
     step = _fused_step(layer, tau, check) if cxx is None else None  # the C step, or the torch ops
 

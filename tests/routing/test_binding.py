@@ -115,16 +115,21 @@ def test_without_statistics_it_routes_the_same():
           fused.NativeRouter(tau, True, selection=False, cxx=False).route(hidden, weight))
 
 
-def test_threads_routing_one_layer_count_every_token():
-    """The binding takes the statistics' lock around the C call, as ``NativeRouter`` does."""
+@pytest.mark.parametrize("kind", ["native", "fused"])
+def test_threads_routing_one_layer_count_every_token(kind):
+    """The bindings take the statistics' lock around the C code that counts, as ``NativeRouter`` does."""
     hidden, weight = torch.randn(16, 64), torch.randn(8, 64)
     tau = FixedTopK(2).rank_thresholds(0, 2, hidden.device)
-    router, _, (stats, _) = _routers(tau, True, 8, 2)
-    calls, threads = 5000, 4
+    if kind == "native":
+        router, _, (stats, _) = _routers(tau, True, 8, 2)
+        route = router.route
+    else:
+        route, stats = _fused(tau, n=8)
+    calls, threads = 5000 if kind == "native" else 2000, 4
 
     def work():  # a call that did not route would count nothing: the totals below catch it
         for _ in range(calls):
-            router.route(hidden, weight)
+            route(hidden, weight)
 
     run_in_threads(work, threads)
     report = stats.report()
@@ -169,18 +174,20 @@ def _torch_ops(hidden, weight, policy, k: int, renorm: bool, out: str, flatten: 
     return (logits, weights, sel.indices), sel
 
 
-def _fused(tau, renorm=True, out="float32", flatten=True, check=True, keep=False):
-    """A C++ fused router that records its statistics' updates."""
-    updates: list[tuple] = []
-    route = binding.extension().Fused(tau, renorm, fused.OUT_CODES[out], flatten, check, keep,
-                                      lambda *args: updates.append(args))
-    return route, updates
+def _fused(tau, renorm=True, out="float32", flatten=True, n=8, kmax=None):
+    """A C++ fused router counting into its own statistics (N experts, k up to kmax)."""
+    stats = LayerStats(0, "layer", n, tau.shape[0], kmax or tau.shape[0], "cpu")
+    return binding.extension().Fused(tau, renorm, fused.OUT_CODES[out], flatten, stats), stats
+
+
+def _counted_nothing(stats: LayerStats) -> bool:
+    return stats.tokens == 0 and not bool(stats.counts.any()) and not bool(stats.entropy_moments.any())
 
 
 @settings(max_examples=150, deadline=None)
 @given(t=st.integers(1, 40), h=st.integers(1, 48), n=st.integers(1, 40), data=st.data(),
        dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), seed=st.integers(0, 2**16))
-def test_the_fused_binding_gives_the_torch_ops_bits(t, h, n, data, dtype, seed):
+def test_the_fused_binding_gives_the_torch_ops_bits_and_counts(t, h, n, data, dtype, seed):
     k = data.draw(st.integers(1, min(n, 6)), label="k")
     policy = FixedTopK(k) if k == 1 else EntropyThreshold([1, k], [0.5 * math.log(n)])
     g = torch.Generator().manual_seed(seed)
@@ -191,23 +198,26 @@ def test_the_fused_binding_gives_the_torch_ops_bits(t, h, n, data, dtype, seed):
         weight[n - 1] = weight[0]
     weight = weight.to(dtype)
     flatten, renorm = data.draw(st.booleans(), label="flatten"), data.draw(st.booleans(), label="renorm")
-    out, keep = data.draw(st.sampled_from(sorted(fused.OUT_CODES)), label="out"), data.draw(st.booleans(), label="keep")
+    out = data.draw(st.sampled_from(sorted(fused.OUT_CODES)), label="out")
     if flatten and data.draw(st.booleans(), label="3-D"):
         hidden = hidden.reshape(1, t, h)
     tau = policy.rank_thresholds(0, k, hidden.device)
-    route, updates = _fused(tau, renorm, out, flatten, data.draw(st.booleans(), label="check"), keep)
-    got = route(hidden, weight)
-    ref, sel = _torch_ops(hidden, weight, policy, k, renorm, out, flatten)
-    if got is None:  # only where the C step declines: a tie among a row's K + 1 largest
-        assert tied or dtype is not torch.float32
-        probs = F.softmax(ref[0], dim=-1, dtype=torch.float)
-        assert fused.route_topk(probs, sel.entropy, tau, None, renormalise=False).status == fused.DECLINED
-        assert not updates
-        return
-    _same(got, ref)
-    (entropy, cand, drop, logits), = updates
-    assert torch.equal(entropy, sel.entropy) and torch.equal(cand, sel.candidates) and torch.equal(drop, sel.drop)
-    assert (logits is got[0]) if keep else logits is None
+    route, stats = _fused(tau, renorm, out, flatten, n, k + data.draw(st.integers(0, 2), label="kmax - k"))
+    ref_stats = LayerStats(0, "layer", n, k, stats.kmax, "cpu")
+    for _ in range(2):  # the second call adds to the counts of the first
+        got = route(hidden, weight)
+        ref, sel = _torch_ops(hidden, weight, policy, k, renorm, out, flatten)
+        if got is None:  # only where the C step declines: a tie among a row's K + 1 largest
+            assert tied or dtype is not torch.float32
+            probs = F.softmax(ref[0], dim=-1, dtype=torch.float)
+            assert fused.route_topk(probs, sel.entropy, tau, None, renormalise=False).status == fused.DECLINED
+            assert _counted_nothing(stats)
+            return
+        _same(got, ref)
+        ref_stats.update(sel.entropy, sel.candidates, sel.drop)
+    report, ref_report = stats.report(), ref_stats.report()
+    assert report.tokens == ref_report.tokens == 2 * t and torch.equal(stats.counts, ref_stats.counts)
+    assert torch.allclose(stats.entropy_moments, ref_stats.entropy_moments, rtol=1e-12, atol=0)  # order of sums
 
 
 def _fused_declined_cases():
@@ -225,16 +235,15 @@ def _fused_declined_cases():
     }
 
 
-@pytest.mark.parametrize("check", [True, False])
 @pytest.mark.parametrize("case", sorted(_fused_declined_cases()))
-def test_calls_the_fused_binding_declines_update_nothing(case, check):
+def test_calls_the_fused_binding_declines_count_nothing(case):
     hidden, weight = _fused_declined_cases()[case]
     tau = FixedTopK(2).rank_thresholds(0, 2, hidden.device)
-    route, updates = _fused(tau, flatten=case != "3-D, not flattened", check=check)
-    assert route(hidden, weight) is None and not updates
+    route, stats = _fused(tau, flatten=case != "3-D, not flattened", n=weight.shape[0])
+    assert route(hidden, weight) is None and _counted_nothing(stats)
     if case == "autograd":  # without autograd it routes
         with torch.no_grad():
-            assert route(hidden, weight) is not None and len(updates) == 1
+            assert route(hidden, weight) is not None and stats.report().tokens == hidden.shape[0]
 
 
 def test_the_fused_binding_refuses_bad_settings():
@@ -242,13 +251,17 @@ def test_the_fused_binding_refuses_bad_settings():
     with pytest.raises(ValueError, match="float32"):
         _fused(tau.double())
     with pytest.raises(ValueError, match="out must be"):
-        binding.extension().Fused(tau, True, 3, True, True, False, None)
-    route = binding.extension().Fused(tau, True, 0, True, True, False, None)  # no statistics: routes all the same
+        binding.extension().Fused(tau, True, 3, True, None)
+    with pytest.raises(ValueError, match="count k up to 1; this router keeps up to 2"):
+        binding.extension().Fused(tau, True, 0, True, LayerStats(0, "layer", 8, 1, 1, "cpu"))
+    route, _ = _fused(tau, n=5)
+    with pytest.raises(ValueError, match="count 5 experts; this router has 8"):
+        route(torch.randn(3, 16), torch.randn(8, 16))
+    route = binding.extension().Fused(tau, True, 0, True, None)  # no statistics: routes all the same
     assert route(torch.randn(3, 16), torch.randn(8, 16)) is not None
 
 
 def test_where_it_does_not_build_the_fused_router_is_none(monkeypatch):
     monkeypatch.setattr(binding, "unavailable", lambda: "no C++ compiler")
     tau = FixedTopK(1).rank_thresholds(0, 1, torch.device("cpu"))
-    assert fused.fused_router(tau, True, "float32", flatten=True, check_logits=True, keep_logits=False,
-                              stats=None) is None
+    assert fused.fused_router(tau, True, "float32", flatten=True, stats=None) is None

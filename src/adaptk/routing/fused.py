@@ -115,22 +115,22 @@ def eligible(probs: torch.Tensor, logits: torch.Tensor, k: int) -> bool:
             and not probs.requires_grad)
 
 
-def fused_router(tau: torch.Tensor, renormalise: bool, out: str, *, flatten: bool, check_logits: bool,
-                 keep_logits: bool, stats: LayerStats | None) -> Callable[..., tuple[torch.Tensor, ...] | None] | None:
+def fused_router(tau: torch.Tensor, renormalise: bool, out: str, *, flatten: bool,
+                 stats: LayerStats | None) -> Callable[..., tuple[torch.Tensor, ...] | None] | None:
     """One layer's default router call in C++ (``binding``'s ``Fused``), or None where the
     extension cannot build (then the patch runs the model's scores and ``route_topk`` through
     ctypes: the same bits, more dispatch). For a family whose scores are ``F.linear(hidden,
     weight)`` (hidden flattened to [T, H] first if ``flatten``) and their float32 softmax, a
     ``RenormalisedTopK(renormalise, out)`` weighting and rank thresholds tau [K]. The returned
     callable takes (hidden, router weight [N, H]) and gives (logits [T, N], weights [T, K],
-    indices [T, K]) as the torch ops do, the statistics updated (``stats.update``: entropy,
-    candidates, drop, and the logits if ``keep_logits``, the deferred check), or None for a
-    call the torch ops must route (a tie, a NaN, a NaN/Inf logit if ``check_logits``,
-    autograd, another device or layout; nothing updated)."""
+    indices [T, K]) as the torch ops do, or None for a call the torch ops must route (a tie, a
+    NaN/Inf logit, autograd, another device or dtype). It counts the tokens it routes in the
+    statistics in C, under their lock, as the native router does: the same counts as the torch
+    path's fold, the entropy moments summed token by token (the fold sums its pending tokens in
+    torch's order: the two agree to float64 rounding)."""
     if binding.unavailable() is not None:
         return None
-    return binding.extension().Fused(tau, renormalise, OUT_CODES[out], flatten, check_logits, keep_logits,
-                                     None if stats is None else stats.update)
+    return binding.extension().Fused(tau, renormalise, OUT_CODES[out], flatten, stats)
 
 
 class Routed(NamedTuple):

@@ -1,6 +1,6 @@
 /* adaptk: the routing step of a softmax top-k router under an entropy-threshold policy, in one
  * call (adaptk/routing/fused.py). At one token a torch op costs microseconds of dispatch, and
- * tens of microseconds when the layer before has evicted the caches. Two entry points:
+ * tens of microseconds when the layer before has evicted the caches. Three entry points:
  *
  * adaptk_route_topk (the "fused" step) replaces the top-k, the threshold comparison, the sentinel
  * fill, the kept weights and (for K <= 2) their renormalisation, and the NaN/Inf check of the
@@ -9,7 +9,8 @@
  * whenever the K + 1 largest values of a row are distinct; where two of them tie (torch's order
  * among ties is its own) or a probability is NaN, it returns 2 and the caller runs the torch ops
  * instead. The entropy is the caller's (torch's). Sums of K <= 2 terms are (0 + a) + b, as
- * torch's sum of a short row.
+ * torch's sum of a short row. adaptk_count adds the tokens it routed to the patch's statistics
+ * (the C++ binding's fused router calls it).
  *
  * adaptk_route_native (the "native" router) also computes the router's linear layer, softmax and
  * entropy, so that a whole router call is one C call. Its own summation order and libm's
@@ -113,6 +114,30 @@ int adaptk_route_topk(const float *probs, int64_t T, int64_t N, int64_t K, const
                 weights + o);
     }
     return 0;
+}
+
+/* Adds one routed token to the counters of the patch's statistics (adaptk.stats.LayerStats), as
+ * it folds a call: counts [kmax + 1 + N + 1] int64, tokens by kept k then slots by expert (the
+ * last: dropped slots), and moments [2] float64, the sum of the entropies and of their squares.
+ * cand and drop are the token's K slots, h its entropy. */
+static void count_row(int64_t N, int64_t K, const int64_t *cand, const uint8_t *drop, float h, int64_t *counts,
+                      int64_t kmax, double *moments) {
+    int64_t kept = 0;
+    for (int64_t r = 0; r < K; r++) {
+        kept += !drop[r];
+        counts[kmax + 1 + (drop[r] ? N : cand[r])]++;
+    }
+    counts[kept]++;
+    moments[0] += (double)h;
+    moments[1] += (double)h * (double)h;
+}
+
+/* entropy [T], cand [T, K] and drop [T, K] as adaptk_route_topk writes them: adds the T tokens
+ * to the counters (count_row; kmax >= K). */
+void adaptk_count(const float *entropy, const int64_t *cand, const uint8_t *drop, int64_t T, int64_t N, int64_t K,
+                  int64_t *counts, int64_t kmax, double *moments) {
+    for (int64_t t = 0; t < T; t++)
+        count_row(N, K, cand + t * K, drop + t * K, entropy[t], counts, kmax, moments);
 }
 
 /* ---- the native router: linear layer, softmax, entropy and the step above, in one call ---- */
@@ -247,9 +272,7 @@ static float row_softmax(const void *logits, int64_t t, int64_t N, int bf16, flo
  * adaptk_route_topk does (renorm for any K; weights float32, or bfloat16 rounded to nearest even
  * if wbf16). entropy [T] (nats, of the softmax of the logits), cand [T, K] and drop [T, K] too,
  * unless they are NULL. If counts is not NULL, adds this call's tokens to the counters of the
- * patch's statistics (adaptk.stats.LayerStats): counts [kmax + 1 + N + 1] int64, tokens by kept
- * k then slots by expert (the last: dropped slots), and moments [2] float64, the sum of the
- * entropies and of their squares. One thread: the caller keeps it for few tokens (a decode
+ * patch's statistics (count_row). One thread: the caller keeps it for few tokens (a decode
  * step), where torch's ops cost more in dispatch than in arithmetic. Returns 0; 1 if a logit is
  * NaN or Inf (then no counter has changed, and the caller runs the torch ops, which raise or
  * count it); 2 if the shape is not one it takes (K > 64, N > 4096). */
@@ -279,16 +302,8 @@ int adaptk_route_native(const void *hidden, const void *weight, int64_t T, int64
                 ((float *)weights)[o + r] = w[r];
         if (entropy)
             entropy[t] = h;
-        if (counts) { /* as LayerStats folds a call: k kept, then each slot's expert (N: dropped) */
-            int64_t kept = 0;
-            for (int64_t r = 0; r < K; r++) {
-                kept += !d[r];
-                counts[kmax + 1 + (d[r] ? N : c[r])]++;
-            }
-            counts[kept]++;
-            moments[0] += (double)h;
-            moments[1] += (double)h * (double)h;
-        }
+        if (counts)
+            count_row(N, K, c, d, h, counts, kmax, moments);
     }
     return 0;
 }

@@ -32,6 +32,8 @@ namespace py = pybind11;
 extern "C" int adaptk_route_topk(const float *probs, int64_t T, int64_t N, int64_t K, const float *entropy,
                                  const float *tau, const void *logits, int code, int renorm, int64_t *cand,
                                  int64_t *indices, uint8_t *drop, float *top, float *weights);
+extern "C" void adaptk_count(const float *entropy, const int64_t *cand, const uint8_t *drop, int64_t T, int64_t N,
+                             int64_t K, int64_t *counts, int64_t kmax, double *moments);
 extern "C" int adaptk_route_native(const void *hidden, const void *weight, int64_t T, int64_t H, int64_t N,
                                    int64_t K, int bf16, const float *tau, int renorm, void *logits,
                                    int64_t *indices, void *weights, int wbf16, float *entropy, int64_t *cand,
@@ -42,85 +44,17 @@ namespace {
 constexpr int64_t kLastDim[] = {-1};
 const at::IntArrayRef kLast(kLastDim);  // dim=-1
 
-void check_tau(const at::Tensor &tau) {
+/* tau, if it is rank thresholds the C code takes (else invalid_argument) */
+at::Tensor checked_tau(at::Tensor tau) {
     if (tau.scalar_type() != at::kFloat || tau.dim() != 1 || tau.size(0) < 1 || !tau.is_contiguous() || !tau.is_cpu())
         throw std::invalid_argument("tau must be a contiguous 1-D float32 CPU tensor of at least one threshold");
+    return tau;
 }
 
 /* route_topk.c's code for the logits' dtype (0: one it does not check) */
 int logit_code(at::ScalarType dtype) {
     return dtype == at::kFloat ? 1 : dtype == at::kBFloat16 ? 2 : dtype == at::kHalf ? 3 : 0;
 }
-
-/* One layer's fused router, bound once: tau [K] float32, renormalise (the C code divides sums
- * of K <= 2, torch's sum longer ones, as RenormalisedTopK), the weights' dtype (out: 0 float32,
- * 1 the logits', 2 the hidden states'), whether the model's scores flatten hidden to [T, H]
- * first, whether the C code checks the logits for NaN/Inf (the patch's eager check), and the
- * statistics' update (LayerStats.update or None) and whether it gets the logits (the deferred
- * check). */
-class Fused {
-  public:
-    Fused(at::Tensor tau, bool renorm, int64_t out, bool flatten, bool check_logits, bool keep_logits,
-          py::object update)
-        : tau_(std::move(tau)), renorm_(renorm), out_(out), flatten_(flatten), check_(check_logits),
-          keep_logits_(keep_logits), update_(std::move(update)) {
-        check_tau(tau_);
-        if (out_ < 0 || out_ > 2)
-            throw std::invalid_argument("out must be 0 (float32), 1 (the logits' dtype) or 2 (the hidden dtype)");
-    }
-
-    /* hidden [..., H] (flattened to [T, H] if flatten; else [T, H] only) and weight [N, H] ->
-     * (logits [T, N], weights [T, K], indices [T, K]) as the model's scores and the torch ops
-     * give them, the statistics updated; or None for a call the Python path must route (on
-     * another device, under autograd, another hidden size, a layout or shape route_topk.c does
-     * not take, a tie among a row's K + 1 largest probabilities, a NaN probability, a NaN/Inf
-     * logit under the eager check), with nothing counted. */
-    py::object operator()(const at::Tensor &hidden, const at::Tensor &weight) const {
-        if (!hidden.is_cpu() || !weight.is_cpu() || weight.dim() != 2 || hidden.dim() < 1 ||
-            hidden.size(-1) != weight.size(1) || (!flatten_ && hidden.dim() != 2) ||
-            (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad())))
-            return py::none();
-        const int64_t n = weight.size(0), k = tau_.size(0);
-        const auto x = flatten_ ? hidden.reshape({-1, weight.size(1)}) : hidden;  // [T, H]
-        const auto logits = at::linear(x, weight);                                  // [T, N]
-        const auto probs = at::softmax(logits, -1, at::kFloat);                     // [T, N]
-        const int code = logit_code(logits.scalar_type());
-        const int64_t t = probs.size(0);
-        if (t < 1 || k > std::min<int64_t>(n, 64) || code == 0 || !probs.is_contiguous() || !logits.is_contiguous())
-            return py::none();
-        const auto entropy = at::sum(at::special_entr(probs), kLast);  // [T], torch's entropy_nats
-        const auto long_opts = probs.options().dtype(at::kLong);
-        auto cand = at::empty({t, k}, long_opts), indices = at::empty({t, k}, long_opts);
-        auto drop = at::empty({t, k}, probs.options().dtype(at::kBool));
-        auto weights = at::empty({t, k}, probs.options());
-        int status;
-        {
-            py::gil_scoped_release unlocked;
-            status = adaptk_route_topk(probs.data_ptr<float>(), t, n, k, entropy.data_ptr<float>(),
-                                       tau_.data_ptr<float>(), check_ ? logits.data_ptr() : nullptr,
-                                       check_ ? code : 0, renorm_ && k <= 2, cand.data_ptr<int64_t>(),
-                                       indices.data_ptr<int64_t>(), reinterpret_cast<uint8_t *>(drop.data_ptr()),
-                                       nullptr, weights.data_ptr<float>());
-        }
-        if (status != 0)  // 1: a NaN/Inf logit, 2: a tie or a NaN probability: the torch ops route it
-            return py::none();
-        if (renorm_ && k > 2)  // torch's own sum, as RenormalisedTopK: the same bits
-            weights = at::div(weights, at::sum(weights, kLast, true));
-        const auto dtype = out_ == 1 ? logits.scalar_type() : out_ == 2 ? hidden.scalar_type() : at::kFloat;
-        if (weights.scalar_type() != dtype)
-            weights = weights.to(dtype);
-        if (!update_.is_none())
-            update_(entropy, cand, drop, keep_logits_ ? py::cast(logits) : py::none());
-        return py::make_tuple(logits, weights, indices);
-    }
-
-  private:
-    at::Tensor tau_;
-    bool renorm_;
-    int64_t out_;
-    bool flatten_, check_, keep_logits_;
-    py::object update_;
-};
 
 /* Holds a Python lock (threading.Lock's bound acquire and release) for its lifetime; acquire
  * waits without the GIL. */
@@ -135,31 +69,134 @@ class Locked {
     const py::object &release_;
 };
 
-/* One layer's router, bound once: tau [K] float32, renormalise, the weights' dtype (the hidden
- * dtype if as_input, else float32), the most tokens a call may have, and the statistics to count
- * in (LayerStats or None; the C code adds to its counters in place, under its lock, and a call
- * adds its tokens with stats.counted(T)). */
+/* The patch's statistics of one layer (LayerStats, or None: nothing counted) as the C code
+ * counts into them in place: its counters' addresses (kept alive by the object, zeroed in place
+ * by its reset), its lock, and counted(T) for the tokens. For a router keeping up to k experts. */
+class Counters {
+  public:
+    Counters(py::object stats, int64_t k) : stats_(std::move(stats)) {
+        if (stats_.is_none())
+            return;
+        const auto c = stats_.attr("counts").cast<at::Tensor>(), m = stats_.attr("entropy_moments").cast<at::Tensor>();
+        if (!c.is_cpu() || c.scalar_type() != at::kLong || !c.is_contiguous() || !m.is_cpu() ||
+            m.scalar_type() != at::kDouble || !m.is_contiguous())
+            throw std::invalid_argument("the statistics' counters must be contiguous CPU int64 and float64");
+        counts = c.data_ptr<int64_t>();
+        moments = m.data_ptr<double>();
+        kmax = stats_.attr("kmax").cast<int64_t>();
+        experts_ = stats_.attr("num_experts").cast<int64_t>();
+        if (kmax < k)
+            throw std::invalid_argument("the statistics count k up to " + std::to_string(kmax) +
+                                        "; this router keeps up to " + std::to_string(k));
+        acquire_ = stats_.attr("lock").attr("acquire");
+        release_ = stats_.attr("lock").attr("release");
+        counted_ = stats_.attr("counted");
+    }
+
+    bool none() const { return stats_.is_none(); }
+
+    void check_experts(int64_t n) const {
+        if (experts_ >= 0 && n != experts_)
+            throw std::invalid_argument("the statistics count " + std::to_string(experts_) +
+                                        " experts; this router has " + std::to_string(n));
+    }
+
+    /* call() (the C code counting into counts and moments, without the GIL) under the lock, one
+     * thread at a time; if it returns 0, the call's t tokens are added. Its status. */
+    template <class Call> int locked(int64_t t, const Call &call) const {
+        Locked held(acquire_, release_);
+        const int status = call();
+        if (status == 0)
+            counted_(t);
+        return status;
+    }
+
+    int64_t *counts = nullptr;
+    double *moments = nullptr;
+    int64_t kmax = 0;
+
+  private:
+    py::object stats_, acquire_, release_, counted_;
+    int64_t experts_ = -1;
+};
+
+/* One layer's fused router (adaptk.patch's default), bound once: tau [K] float32, renormalise
+ * (the C code divides sums of K <= 2, torch's sum longer ones, as RenormalisedTopK), the
+ * weights' dtype (out: 0 float32, 1 the logits', 2 the hidden states'), whether the model's
+ * scores flatten hidden to [T, H] first, and the statistics to count in (LayerStats or None). */
+class Fused {
+  public:
+    Fused(at::Tensor tau, bool renorm, int64_t out, bool flatten, py::object stats)
+        : tau_(checked_tau(std::move(tau))), renorm_(renorm), out_(out), flatten_(flatten),
+          counters_(std::move(stats), tau_.size(0)) {
+        if (out_ < 0 || out_ > 2)
+            throw std::invalid_argument("out must be 0 (float32), 1 (the logits' dtype) or 2 (the hidden dtype)");
+    }
+
+    /* hidden [..., H] (flattened to [T, H] if flatten; else [T, H] only) and weight [N, H] ->
+     * (logits [T, N], weights [T, K], indices [T, K]) as the model's scores and the torch ops
+     * give them, the tokens counted; or None for a call the torch ops must route (on another
+     * device, under autograd, another hidden size, a dtype or shape route_topk.c does not take,
+     * a NaN/Inf logit, a tie among a row's K + 1 largest probabilities), with nothing counted. */
+    py::object operator()(const at::Tensor &hidden, const at::Tensor &weight) const {
+        if (!hidden.is_cpu() || !weight.is_cpu() || weight.dim() != 2 || hidden.dim() < 1 ||
+            hidden.size(-1) != weight.size(1) || (!flatten_ && hidden.dim() != 2) ||
+            (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad())))
+            return py::none();
+        const int64_t n = weight.size(0), k = tau_.size(0);
+        counters_.check_experts(n);
+        const auto x = flatten_ ? hidden.reshape({-1, weight.size(1)}) : hidden;  // [T, H]
+        const auto logits = at::linear(x, weight);                                  // [T, N], as F.linear
+        const auto probs = at::softmax(logits, -1, at::kFloat);                     // [T, N], as F.softmax
+        const int code = logit_code(logits.scalar_type());
+        const int64_t t = probs.size(0);
+        if (t < 1 || k > std::min<int64_t>(n, 64) || code == 0 || !probs.is_contiguous() || !logits.is_contiguous())
+            return py::none();
+        const auto entropy = at::sum(at::special_entr(probs), kLast);  // [T], as entropy_nats
+        const auto long_opts = probs.options().dtype(at::kLong);
+        auto cand = at::empty({t, k}, long_opts), indices = at::empty({t, k}, long_opts);
+        auto drop = at::empty({t, k}, probs.options().dtype(at::kBool));
+        auto weights = at::empty({t, k}, probs.options());
+        const auto drops = reinterpret_cast<uint8_t *>(drop.data_ptr());
+        const auto call = [&] {
+            py::gil_scoped_release unlocked;
+            // the logits always checked: a NaN/Inf goes to the torch ops, which raise (the eager
+            // check) or count it (the deferred one) as they do
+            const int status = adaptk_route_topk(
+                probs.data_ptr<float>(), t, n, k, entropy.data_ptr<float>(), tau_.data_ptr<float>(),
+                logits.data_ptr(), code, renorm_ && k <= 2, cand.data_ptr<int64_t>(), indices.data_ptr<int64_t>(),
+                drops, nullptr, weights.data_ptr<float>());
+            if (status == 0 && counters_.counts)
+                adaptk_count(entropy.data_ptr<float>(), cand.data_ptr<int64_t>(), drops, t, n, k, counters_.counts,
+                             counters_.kmax, counters_.moments);
+            return status;
+        };
+        if ((counters_.none() ? call() : counters_.locked(t, call)) != 0)
+            return py::none();  // 1: a NaN/Inf logit, 2: a tie or a NaN probability
+        if (renorm_ && k > 2)  // torch's own sum, as RenormalisedTopK: the same bits
+            weights = at::div(weights, at::sum(weights, kLast, true));
+        const auto dtype = out_ == 1 ? logits.scalar_type() : out_ == 2 ? hidden.scalar_type() : at::kFloat;
+        if (weights.scalar_type() != dtype)
+            weights = weights.to(dtype);
+        return py::make_tuple(logits, weights, indices);
+    }
+
+  private:
+    at::Tensor tau_;
+    bool renorm_;
+    int64_t out_;
+    bool flatten_;
+    Counters counters_;
+};
+
+/* One layer's native router, bound once: tau [K] float32, renormalise, the weights' dtype (the
+ * hidden dtype if as_input, else float32), the most tokens a call may have, and the statistics
+ * to count in (LayerStats or None). */
 class Router {
   public:
     Router(at::Tensor tau, bool renorm, bool as_input, int64_t max_tokens, py::object stats)
-        : tau_(std::move(tau)), renorm_(renorm), as_input_(as_input), max_tokens_(max_tokens),
-          stats_(std::move(stats)) {
-        check_tau(tau_);
-        if (!stats_.is_none()) {
-            const auto counts = stats_.attr("counts").cast<at::Tensor>();
-            const auto moments = stats_.attr("entropy_moments").cast<at::Tensor>();
-            if (!counts.is_cpu() || counts.scalar_type() != at::kLong || !counts.is_contiguous() ||
-                !moments.is_cpu() || moments.scalar_type() != at::kDouble || !moments.is_contiguous())
-                throw std::invalid_argument("the statistics' counters must be contiguous CPU int64 and float64");
-            counts_ = counts.data_ptr<int64_t>();  // kept alive by stats_, zeroed in place by its reset
-            moments_ = moments.data_ptr<double>();
-            kmax_ = stats_.attr("kmax").cast<int64_t>();
-            experts_ = stats_.attr("num_experts").cast<int64_t>();
-            acquire_ = stats_.attr("lock").attr("acquire");
-            release_ = stats_.attr("lock").attr("release");
-            counted_ = stats_.attr("counted");
-        }
-    }
+        : tau_(checked_tau(std::move(tau))), renorm_(renorm), as_input_(as_input), max_tokens_(max_tokens),
+          counters_(std::move(stats), tau_.size(0)) {}
 
     /* hidden [..., H] and weight [N, H] -> (logits [T, N], weights [T, K], indices [T, K]), or None
      * for a call the other paths must route: not float32/bfloat16 alike, not contiguous CPU, more
@@ -176,9 +213,7 @@ class Router {
         const int64_t t = h > 0 ? hidden.numel() / h : 0;
         if (t < 1 || t > max_tokens_)
             return py::none();
-        if (experts_ >= 0 && n != experts_)
-            throw std::invalid_argument("the statistics count " + std::to_string(experts_) +
-                                        " experts; this router has " + std::to_string(n));
+        counters_.check_experts(n);
         const bool bf16 = dtype == at::kBFloat16;
         auto logits = at::empty({t, n}, hidden.options());
         auto indices = at::empty({t, k}, hidden.options().dtype(at::kLong));
@@ -187,19 +222,11 @@ class Router {
             py::gil_scoped_release unlocked;
             return adaptk_route_native(hidden.data_ptr(), weight.data_ptr(), t, h, n, k, bf16, tau_.data_ptr<float>(),
                                        renorm_, logits.data_ptr(), indices.data_ptr<int64_t>(), weights.data_ptr(),
-                                       bf16 && as_input_, nullptr, nullptr, nullptr, counts_, kmax_, moments_);
+                                       bf16 && as_input_, nullptr, nullptr, nullptr, counters_.counts,
+                                       counters_.kmax, counters_.moments);
         };
-        int status;
-        if (stats_.is_none()) {
-            status = call();
-        } else {
-            Locked held(acquire_, release_);  // the C code adds to the counters in place: one thread at a time
-            status = call();
-            if (status == 0)
-                counted_(t);
-        }
-        if (status != 0)  // 1: a NaN/Inf logit (nothing counted), 2: a shape route_topk.c declines
-            return py::none();
+        if ((counters_.none() ? call() : counters_.locked(t, call)) != 0)
+            return py::none();  // 1: a NaN/Inf logit (nothing counted), 2: a shape route_topk.c declines
         return py::make_tuple(logits, weights, indices);
     }
 
@@ -207,17 +234,14 @@ class Router {
     at::Tensor tau_;
     bool renorm_, as_input_;
     int64_t max_tokens_;
-    py::object stats_, acquire_, release_, counted_;
-    int64_t *counts_ = nullptr;
-    double *moments_ = nullptr;
-    int64_t kmax_ = 0, experts_ = -1;
+    Counters counters_;
 };
 
 }  // namespace
 
 PYBIND11_MODULE(adaptk_router, m) {
     py::class_<Fused>(m, "Fused")
-        .def(py::init<at::Tensor, bool, int64_t, bool, bool, bool, py::object>())
+        .def(py::init<at::Tensor, bool, int64_t, bool, py::object>())
         .def("__call__", &Fused::operator());
     py::class_<Router>(m, "Router")
         .def(py::init<at::Tensor, bool, bool, int64_t, py::object>())
