@@ -66,21 +66,31 @@ def test_the_binding_gives_the_ctypes_bits_and_counts(t, h, n, data, dtype, seed
     _same_counts(*stats)
 
 
-def _declined_cases():
-    hidden, weight = torch.randn(4, 16), torch.randn(8, 16)
+def _counted_nothing(stats: LayerStats) -> bool:
+    return stats.tokens == 0 and not bool(stats.counts.any()) and not bool(stats.entropy_moments.any())
+
+
+def _declined_by_both(hidden: torch.Tensor, weight: torch.Tensor) -> dict:
+    """Calls both C++ routers decline, for hidden [4, 16] and weight [8, 16]."""
     return {
         "no tokens": (hidden[:0], weight),
+        "hidden sizes differ": (hidden[:, :8].contiguous(), weight),
+        "K > N": (hidden, weight[:1]),
+        "autograd": (hidden, weight.clone().requires_grad_()),
+        "NaN": (hidden.clone().index_fill_(1, torch.tensor([3]), float("nan")), weight),
+        "overflow": (torch.full((2, 16), 1e30), torch.full((8, 16), 1e30)),
+    }
+
+
+def _declined_cases():
+    hidden, weight = torch.randn(4, 16), torch.randn(8, 16)
+    return _declined_by_both(hidden, weight) | {
         "too many tokens": (torch.randn(fused.NATIVE_MAX_TOKENS + 1, 16), weight),
         "not contiguous": (hidden.t().contiguous().t(), weight),
         "weight not contiguous": (hidden, weight.t().contiguous().t()),
         "float16": (hidden.half(), weight.half()),
         "dtypes differ": (hidden.bfloat16(), weight),
-        "hidden sizes differ": (hidden[:, :8].contiguous(), weight),
         "3-D, hidden sizes differ": (torch.randn(1, 2, 8), weight),
-        "K > N": (hidden, weight[:1]),
-        "autograd": (hidden, weight.clone().requires_grad_()),
-        "NaN": (hidden.clone().index_fill_(1, torch.tensor([3]), float("nan")), weight),
-        "overflow": (torch.full((2, 16), 1e30), torch.full((8, 16), 1e30)),
     }
 
 
@@ -90,7 +100,7 @@ def test_calls_it_declines_are_the_ctypes_ones_and_count_nothing(case):
     tau = FixedTopK(2).rank_thresholds(0, 2, hidden.device)
     cxx, plain, stats = _routers(tau, True, weight.shape[0], 2)
     assert cxx.route(hidden, weight) is None and plain.route(hidden, weight) is None
-    assert stats[0].tokens == 0 and not bool(stats[0].counts.any()) and not bool(stats[0].entropy_moments.any())
+    assert _counted_nothing(stats[0])
     with torch.no_grad():  # no autograd: then it routes
         if case == "autograd":
             _same(cxx.route(hidden, weight), plain.route(hidden, weight))
@@ -180,10 +190,6 @@ def _fused(tau, renorm=True, out="float32", flatten=True, n=8, kmax=None):
     return binding.extension().Fused(tau, renorm, fused.OUT_CODES[out], flatten, stats), stats
 
 
-def _counted_nothing(stats: LayerStats) -> bool:
-    return stats.tokens == 0 and not bool(stats.counts.any()) and not bool(stats.entropy_moments.any())
-
-
 @settings(max_examples=150, deadline=None)
 @given(t=st.integers(1, 40), h=st.integers(1, 48), n=st.integers(1, 40), data=st.data(),
        dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), seed=st.integers(0, 2**16))
@@ -222,16 +228,10 @@ def test_the_fused_binding_gives_the_torch_ops_bits_and_counts(t, h, n, data, dt
 
 def _fused_declined_cases():
     hidden, weight = torch.randn(4, 16), torch.randn(8, 16)
-    return {
-        "no tokens": (hidden[:0], weight),
+    return _declined_by_both(hidden, weight) | {
         "float64": (hidden.double(), weight.double()),
-        "hidden sizes differ": (hidden[:, :8].contiguous(), weight),
         "3-D, not flattened": (hidden[None], weight),
-        "K > N": (hidden, weight[:1]),
-        "autograd": (hidden, weight.clone().requires_grad_()),
         "a tie": (hidden, weight[:4].repeat(2, 1)),  # experts i and i + 4 tie: the best has a twin
-        "NaN": (hidden.clone().index_fill_(1, torch.tensor([3]), float("nan")), weight),
-        "overflow": (torch.full((2, 16), 1e30), torch.full((8, 16), 1e30)),
     }
 
 
