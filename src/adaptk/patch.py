@@ -164,8 +164,10 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
     tau = _c_thresholds(layer, policy) if routing != "torch" else None
     whole = _native_router(layer, tau, stats) if routing == "native" else None
     cxx = _fused_router(layer, tau, stats)
-    routes = [r for r in (whole, cxx) if r is not None]  # tried in turn; then the model's scores and
-    step = _fused_step(layer, tau, check) if cxx is None else None  # the C step, or the torch ops
+    # the C++ routers, tried in turn; a call they decline goes to ``scored``: the model's scores,
+    # then the C step through ctypes (only where the C++ fused router cannot build) or the torch ops
+    routes = [r for r in (whole, cxx) if r is not None]
+    step = _fused_step(layer, tau, check) if cxx is None else None
 
     def scored(hidden_states: torch.Tensor):
         """The model's own scores, then the fused step or the torch ops (same bits): (logits, selection, weights)."""
@@ -180,7 +182,7 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
         return scores.logits, sel, family.weights(router, scores, sel, hidden_states.dtype)
 
     def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
-        for route in routes:  # each updates the statistics itself; the weight read per call (moved, cast)
+        for route in routes:  # each counts its tokens in the statistics; the weight read per call (moved, cast)
             done = route(hidden_states, router.weight)
             if done is not None:
                 return done

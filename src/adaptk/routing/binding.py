@@ -7,7 +7,7 @@ compiles a small torch extension, linked with ``route_topk.c``, with two classes
 
 - ``Fused``, the default router (``fused.fused_router``): the model's linear layer and float32
   softmax and torch's entropy through the same at:: ops the Python code calls (the same bits),
-  then ``adaptk_route_topk`` and the statistics' update, in one Python call;
+  then ``adaptk_route_topk`` and the statistics' counts (``adaptk_count``), in one Python call;
 - ``Router``, the native router (``fused.NativeRouter.route``): the checks, the three output
   tensors and ``adaptk_route_native`` in one call, the ctypes binding's results.
 

@@ -13,7 +13,7 @@ declines and the caller runs the torch ops.
 
 ``fused_router`` binds the whole default router call through ``binding``'s C++ extension where
 it builds: the model's own linear layer and softmax (the same at:: ops, the same bits), torch's
-entropy, the C step and the statistics' update, with no Python between them.
+entropy, the C step and the statistics' counts, with no Python between them.
 
 ``NativeRouter`` goes further for inference (``adaptk.patch(..., routing="native")``): the
 router's linear layer, softmax and entropy too, and the patch's statistics, so that a whole

@@ -5,8 +5,9 @@
  * Fused (adaptk.patch's default, routing="fused"): the model's own router ops (its linear layer
  * and float32 softmax: the same at:: ops that F.linear and F.softmax call, so the same bits),
  * torch's entropy, route_topk.c's adaptk_route_topk (the top-k, the threshold comparison, the
- * sentinel fill, the kept weights) and the patch's statistics update, in one Python call. It
- * declines (returns None) every call the Python path would hand to the torch ops.
+ * sentinel fill, the kept weights) and adaptk_count (the patch's statistics, under their lock),
+ * in one Python call. It declines (returns None) every call the Python path would hand to the
+ * torch ops, and every call with a NaN/Inf logit.
  *
  * Router (routing="native"): the checks on the call's tensors, the three output tensors and the
  * C call of route_topk.c's adaptk_route_native. The arithmetic is route_topk.c's, so the results
