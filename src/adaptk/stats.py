@@ -82,7 +82,6 @@ class LayerStats:
         with self.lock:
             for counter in (self.entropy_moments, self.counts, self.matmul_rows, self.nonfinite):
                 counter.zero_()
-            self.tokens = 0  # a host int: the token count is known from shapes, no sync needed
             self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
             self._pending_logits: list[torch.Tensor] = []  # deferred finite checks, counted at the fold
             self._pending_tokens = 0
@@ -95,7 +94,6 @@ class LayerStats:
         given, are checked for NaN/Inf at the fold (the deferred check: no op per call)."""
         t = entropy.shape[0]
         with self.lock:
-            self.tokens += t
             self._pending.append((_detached(entropy), candidates, drop))  # no autograd graph kept alive
             if logits is not None:
                 self._pending_logits.append(_detached(logits))
@@ -108,11 +106,14 @@ class LayerStats:
         with self.lock:
             self.matmul_rows.add_(rows)
 
-    def counted(self, tokens: int) -> None:
-        """``tokens`` more tokens, whose counts the native router has just added in place in C
-        (``adaptk.routing.fused.NativeRouter``, which holds the counters' addresses: ``reset``
-        zeroes them in place). Call with ``lock`` held, as for the C call."""
-        self.tokens += tokens
+    @property
+    def tokens(self) -> int:
+        """Tokens counted so far: the k histogram's total (each token counts once there, whoever
+        counts it: the fold, or the C routers, which add to the counters in place under ``lock``
+        and so count no token anywhere else) and the pending ones. Reads the counters (a sync
+        on an accelerator)."""
+        with self.lock:
+            return int(self.k_hist.sum()) + self._pending_tokens
 
     @torch.no_grad()
     def _fold(self) -> None:
@@ -134,10 +135,10 @@ class LayerStats:
     def report(self) -> LayerReport:
         with self.lock:
             self._fold()
-            tokens = self.tokens
             h_sum, h_sumsq = self.entropy_moments.tolist()
             hist, experts = self.k_hist.tolist(), self.expert_counts.tolist()
             executed, nonfinite = int(self.matmul_rows.sum()), int(self.nonfinite)
+        tokens = sum(hist)  # each token counted once, by its kept k
         mean = h_sum / tokens if tokens else float("nan")
         var = h_sumsq / tokens - mean * mean if tokens else float("nan")
         return LayerReport(

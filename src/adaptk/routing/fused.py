@@ -212,8 +212,6 @@ class NativeRouter:
         else:
             with stats.lock:  # the C code adds to the counters in place: one thread at a time
                 status = self._fn(*args)
-                if status == OK:
-                    stats.counted(t)
         if status == DECLINED:  # native_eligible admits no such shape
             raise ValueError(f"the native router takes T >= 1, K <= {MAX_K} and K <= N <= {MAX_N}; "
                              f"got T={t}, K={k}, N={n}")

@@ -72,7 +72,8 @@ class Locked {
 
 /* The patch's statistics of one layer (LayerStats, or None: nothing counted) as the C code
  * counts into them in place: its counters' addresses (kept alive by the object, zeroed in place
- * by its reset), its lock, and counted(T) for the tokens. For a router keeping up to k experts. */
+ * by its reset; the k histogram counts the tokens) and its lock. For a router keeping up to k
+ * experts. */
 class Counters {
   public:
     Counters(py::object stats, int64_t k) : stats_(std::move(stats)) {
@@ -91,7 +92,6 @@ class Counters {
                                         "; this router keeps up to " + std::to_string(k));
         acquire_ = stats_.attr("lock").attr("acquire");
         release_ = stats_.attr("lock").attr("release");
-        counted_ = stats_.attr("counted");
     }
 
     bool none() const { return stats_.is_none(); }
@@ -103,13 +103,10 @@ class Counters {
     }
 
     /* call() (the C code counting into counts and moments, without the GIL) under the lock, one
-     * thread at a time; if it returns 0, the call's t tokens are added. Its status. */
-    template <class Call> int locked(int64_t t, const Call &call) const {
+     * thread at a time; its status. */
+    template <class Call> int locked(const Call &call) const {
         Locked held(acquire_, release_);
-        const int status = call();
-        if (status == 0)
-            counted_(t);
-        return status;
+        return call();
     }
 
     int64_t *counts = nullptr;
@@ -117,7 +114,7 @@ class Counters {
     int64_t kmax = 0;
 
   private:
-    py::object stats_, acquire_, release_, counted_;
+    py::object stats_, acquire_, release_;
     int64_t experts_ = -1;
 };
 
@@ -172,7 +169,7 @@ class Fused {
                              counters_.kmax, counters_.moments);
             return status;
         };
-        if ((counters_.none() ? call() : counters_.locked(t, call)) != 0)
+        if ((counters_.none() ? call() : counters_.locked(call)) != 0)
             return py::none();  // 1: a NaN/Inf logit, 2: a tie or a NaN probability
         if (renorm_ && k > 2)  // torch's own sum, as RenormalisedTopK: the same bits
             weights = at::div(weights, at::sum(weights, kLast, true));
@@ -226,7 +223,7 @@ class Router {
                                        bf16 && as_input_, nullptr, nullptr, nullptr, counters_.counts,
                                        counters_.kmax, counters_.moments);
         };
-        if ((counters_.none() ? call() : counters_.locked(t, call)) != 0)
+        if ((counters_.none() ? call() : counters_.locked(call)) != 0)
             return py::none();  // 1: a NaN/Inf logit (nothing counted), 2: a shape route_topk.c declines
         return py::make_tuple(logits, weights, indices);
     }
