@@ -12,11 +12,12 @@ from memory as in a MoE layer.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 
 import torch
 import torch.nn.functional as F
+
+from adaptk.bench.timing import interleaved
 
 
 def main() -> None:
@@ -56,22 +57,20 @@ def main() -> None:
         nup, ndown = [native.PackedWeight(w) for w in up], [native.PackedWeight(w) for w in down]
         ways["native"] = lambda x, e: ndown[e].matmul(nup[e].matmul(x)[:, : a.width])
     rows = [int(r) for r in a.rows.split(",")]
-    times: dict[tuple[int, str], list[float]] = {}
-    with torch.inference_mode():
-        for _ in range(a.repeats):
-            for r in rows:
-                x = torch.randn(r, a.hidden)
-                for name, f in ways.items():
-                    start = time.process_time()
-                    for e in range(a.experts):
-                        f(x, e)
-                    times.setdefault((r, name), []).append((time.process_time() - start) / a.experts * 1e3)
+    def cycle(f, x):  # every expert once: their weights come from memory, as in a layer
+        for e in range(a.experts):
+            f(x, e)
+
+    inputs = {r: torch.randn(r, a.hidden) for r in rows}
+    fns = {(r, name): functools.partial(cycle, f, inputs[r]) for r in rows for name, f in ways.items()}
+    times = {key: t / a.experts * 1e3
+             for key, t in interleaved(fns, a.repeats, warmup=1, clock="cpu", min_sample_s=0).items()}
     print(f"ms per expert, both projections, hidden {a.hidden}, width {a.width}, {a.experts} experts, "
           f"medians of {a.repeats}")
     print("| rows | " + " | ".join(ways) + " |")
     print("|---|" + "---|" * len(ways))
     for r in rows:
-        print(f"| {r} | " + " | ".join(f"{statistics.median(times[(r, n)]):.3f}" for n in ways) + " |")
+        print(f"| {r} | " + " | ".join(f"{times[(r, n)]:.3f}" for n in ways) + " |")
 
 
 if __name__ == "__main__":

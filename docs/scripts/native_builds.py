@@ -8,11 +8,11 @@ thread, process CPU time, medians over repeats; every expert gets the same numbe
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 
 import torch
 
+from adaptk.bench.timing import interleaved
 from adaptk.experts import native
 
 
@@ -54,15 +54,14 @@ def main() -> None:
         starts = torch.arange(0, a.experts * rows + 1, rows, dtype=torch.int64)  # [E+1]
         x = torch.randn(a.experts * rows, a.hidden)
         h = torch.randn(a.experts * rows, a.width)
-        samples: dict[str, list[float]] = {name: [] for name in gemms}
-        for _ in range(a.repeats + 1):
-            for name, gemm in gemms.items():
-                up._gemm = down._gemm = gemm  # this build's entry point, the same packed weights
-                start = time.process_time()
-                up.grouped_matmul(x, 0, starts)
-                down.grouped_matmul(h, 0, starts)
-                samples[name].append(time.process_time() - start)
-        cells = [f"{statistics.median(s[1:]) * 1e3:.2f}" for s in samples.values()]  # first: warm-up
+        def run(gemm, x=x, h=h, starts=starts):
+            up._gemm = down._gemm = gemm  # this build's entry point, the same packed weights
+            up.grouped_matmul(x, 0, starts)
+            down.grouped_matmul(h, 0, starts)
+
+        fns = {name: functools.partial(run, gemm) for name, gemm in gemms.items()}
+        times = interleaved(fns, a.repeats, warmup=1, clock="cpu", min_sample_s=0)
+        cells = [f"{times[name] * 1e3:.2f}" for name in gemms]
         print(f"| {rows} | " + " | ".join(cells) + " |")
 
 

@@ -1,10 +1,11 @@
 """Time the router alone, as ``adaptk bench`` builds it: transformers' ``MixtralTopKRouter``
 and copies patched by ``adaptk.patch`` with an entropy policy, with and without the patch's
-statistics, routed by the fused step (the default), by the native router (``routing="native"``,
-with statistics) and by the torch ops (``routing="torch"``), side by side in one process. One
-thread, microseconds per call, medians of 7 interleaved samples: in a hot loop, or
-(``--after-layer``) each call right after a call of the experts layer of the same shape
-(``native`` kernel where it builds, every token at k=1), as a model runs its routers.
+statistics, routed by the fused router (the default), by the native router
+(``routing="native"``, with statistics) and by the torch ops (``routing="torch"``), side by side
+in one process. One thread, microseconds per call, medians of 7 interleaved samples
+(``adaptk.bench.timing``): in a hot loop, or (``--after-layer``) each call right after a call of
+the experts layer of the same shape (``native`` kernel where it builds, every token at k=1), as
+a model runs its routers.
 
     python docs/scripts/router_time.py --tokens 1
     python docs/scripts/router_time.py --tokens 1 --check deferred
@@ -15,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
-import time
 
 import torch
 
 from adaptk.bench.config import LayerShape
 from adaptk.bench.layer import _adaptk, _after_layer_fns, _routing_fns, kernel_runs, kernel_variant
 from adaptk.bench.synthetic import apply_k, make_experts, make_tokens
+from adaptk.bench.timing import interleaved
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--experts", type=int, default=8)
     p.add_argument("--top-k", type=int, default=2)
     p.add_argument("--tokens", type=int, default=1)
-    p.add_argument("--calls", type=int, default=5000, help="calls per sample (with --after-layer: 200)")
+    p.add_argument("--calls", type=int, default=200, help="(layer, router) pairs per sample, with --after-layer")
     p.add_argument("--check", choices=["auto", "eager", "deferred"], default="auto",
                    help="the patch's NaN/Inf check (auto: eager on the CPU, as adaptk bench runs it)")
     p.add_argument("--after-layer", action="store_true", help="time each call right after a layer call")
@@ -40,34 +40,22 @@ def main() -> None:
     torch.set_num_threads(1)
     shape = LayerShape("router", a.hidden, a.width, a.experts, a.top_k, a.tokens)
     tokens = make_tokens(shape, torch.float32, torch.device("cpu"), seed=0)
-    calls = a.calls
     if a.after_layer:  # the layer: built (and its weights packed) outside inference mode, as the bench does
         experts = make_experts(shape, torch.float32, torch.device("cpu"), seed=0)
         layer_fn = kernel_variant(experts, "native") if kernel_runs(experts, "native") else _adaptk
         index, weights = apply_k(tokens.index, tokens.weights, torch.ones(a.tokens, dtype=torch.long), a.experts)
-        calls = a.calls if a.calls != p.get_default("calls") else 200
     with contextlib.ExitStack() as stack, torch.inference_mode():
         fns = _routing_fns(shape, tokens, a.top_k, stack, a.check)
         torch_ops = _routing_fns(shape, tokens, a.top_k, stack, a.check, routing="torch")
         fns |= {f"{name}, torch ops": fn for name, fn in torch_ops.items()
                 if name in ("router adaptive", "router adaptive no stats")}
         if a.after_layer:
-            fns = _after_layer_fns(fns, lambda: layer_fn(experts, tokens.hidden, index, weights), "wall", calls)
-        samples: dict[str, list[float]] = {name: [] for name in fns}
-        for fn in fns.values():  # warm-up
-            for _ in range(1 if a.after_layer else max(1, calls // 10)):
-                fn()
-        for _ in range(7):
-            for name, fn in fns.items():
-                if a.after_layer:
-                    samples[name].append(fn() * 1e6)
-                    continue
-                start = time.perf_counter()
-                for _ in range(calls):
-                    fn()
-                samples[name].append((time.perf_counter() - start) / calls * 1e6)
-        for name, s in samples.items():
-            print(f"{name}: {statistics.median(s):.1f} us")
+            fns = _after_layer_fns(fns, lambda: layer_fn(experts, tokens.hidden, index, weights), "wall", a.calls)
+        # hot: each sample repeats a router call for about 50 ms; after a layer call: each
+        # function reports its own mean over ``calls`` (layer, router) pairs
+        times = interleaved(fns, trials=7, warmup=2, clock="wall", min_sample_s=0 if a.after_layer else 0.05)
+        for name, t in times.items():
+            print(f"{name}: {t * 1e6:.1f} us")
 
 
 if __name__ == "__main__":

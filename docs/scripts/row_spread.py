@@ -13,14 +13,13 @@ turn in each repeat.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections import Counter
 
 import torch
 
 from adaptk.bench.config import LayerShape
 from adaptk.bench.synthetic import make_tokens
+from adaptk.bench.timing import interleaved
 from adaptk.experts import native
 from adaptk.experts.cpu_fast import row_starts
 
@@ -63,13 +62,7 @@ def main() -> None:
     cases = {"native k": layer(fixed), f"k={a.k} as routed": layer(routed),
              f"k={a.k} rows evened out": layer(even), "one read of all weights": read}
     cases |= {f"every expert at {m} rows": layer([m] * n) for m in sorted(per_count) if m > 0}
-    samples: dict[str, list[float]] = {c: [] for c in cases}
-    for _ in range(a.repeats + 1):
-        for c, fn in cases.items():
-            start = time.process_time()
-            fn()
-            samples[c].append(time.process_time() - start)
-    ms = {c: statistics.median(s[1:]) * 1e3 for c, s in samples.items()}  # the first round: warm-up
+    ms = {c: t * 1e3 for c, t in interleaved(cases, a.repeats, warmup=1, clock="cpu", min_sample_s=0).items()}
     # each expert at its own rows, costs added: an expert's share of the uniform layer at its count
     additive = sum(cnt * ms[f"every expert at {m} rows"] / n for m, cnt in per_count.items() if m > 0)
     base = ms["native k"]
