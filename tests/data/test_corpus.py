@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from adaptk.data import CorpusError, DataNotFoundError, data_root, load_corpus, load_text, text_file_splits

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from step_policies import step_policy
 from threads import run_in_threads
 
 from adaptk import EntropyThreshold, FixedTopK
@@ -49,7 +50,7 @@ def _same_counts(a: LayerStats, b: LayerStats) -> None:
        dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 2**16))
 def test_the_binding_gives_the_ctypes_bits_and_counts(t, h, n, data, dtype, seed):
     k = data.draw(st.integers(1, min(n, 6)), label="k")
-    policy = FixedTopK(k) if k == 1 else EntropyThreshold([1, k], [0.5 * math.log(n)])
+    policy = step_policy("two", k, n)
     g = torch.Generator().manual_seed(seed)
     hidden = torch.randn(t, h, generator=g).to(dtype)
     weight = (torch.randn(n, h, generator=g) * 3 / math.sqrt(h)).to(dtype)
@@ -195,7 +196,7 @@ def _fused(tau, renorm=True, out="float32", flatten=True, n=8, kmax=None):
        dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), seed=st.integers(0, 2**16))
 def test_the_fused_binding_gives_the_torch_ops_bits_and_counts(t, h, n, data, dtype, seed):
     k = data.draw(st.integers(1, min(n, 6)), label="k")
-    policy = FixedTopK(k) if k == 1 else EntropyThreshold([1, k], [0.5 * math.log(n)])
+    policy = step_policy("two", k, n)
     g = torch.Generator().manual_seed(seed)
     hidden = torch.randn(t, h, generator=g).to(dtype)
     weight = torch.randn(n, h, generator=g) * 3 / math.sqrt(h)

@@ -1,13 +1,12 @@
 """``adaptk.routing.fused``: the one-call routing step gives the torch ops' bits, or declines."""
 
-import math
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from step_policies import KINDS, step_policy
 
-from adaptk import EntropyThreshold, FixedTopK
+from adaptk import FixedTopK
 from adaptk.models.families import RenormalisedTopK
 from adaptk.models.spec import RouterScores
 from adaptk.routing import fused
@@ -46,14 +45,7 @@ def _tie_or_nan(probs: torch.Tensor, k: int) -> bool:
        seed=st.integers(0, 2**16), nan_row=st.booleans())
 def test_fused_step_equals_the_torch_ops_or_declines(t, n, data, levels, seed, nan_row):
     k = data.draw(st.integers(1, min(n, 8)), label="k")
-    log_n = math.log(max(n, 2))
-    kind = data.draw(st.sampled_from(["fixed", "two", "steps"]), label="policy")
-    if kind == "fixed":
-        policy = FixedTopK(k)
-    elif kind == "two" or k < 3:
-        policy = EntropyThreshold([1, k], [0.5 * log_n]) if k > 1 else FixedTopK(1)
-    else:
-        policy = EntropyThreshold([1, 2, k], [0.3 * log_n, 0.6 * log_n])
+    policy = step_policy(data.draw(st.sampled_from(KINDS), label="policy"), k, n)
     renorm = data.draw(st.booleans(), label="renorm") and k <= 2
     probs = _probs(t, n, levels, seed)
     if nan_row:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from step_policies import KINDS, step_policy
 from threads import run_in_threads
 
 from adaptk import EntropyThreshold, FixedTopK
@@ -24,15 +25,6 @@ def _inputs(t: int, h: int, n: int, dtype: torch.dtype, seed: int, levels: int |
     if levels is not None:
         hidden, weight = hidden.sign(), (weight * levels).round()
     return hidden.to(dtype), weight.to(dtype)
-
-
-def _policy(kind: str, k: int, n: int):
-    log_n = math.log(max(n, 2))
-    if kind == "fixed" or k == 1:
-        return FixedTopK(k)
-    if kind == "two" or k < 3:
-        return EntropyThreshold([1, k], [0.5 * log_n])
-    return EntropyThreshold([1, 2, k], [0.3 * log_n, 0.6 * log_n])
 
 
 def _check(out: fused.Routed, hidden, weight, tau, renorm: bool) -> None:
@@ -70,7 +62,7 @@ def _check(out: fused.Routed, hidden, weight, tau, renorm: bool) -> None:
        seed=st.integers(0, 2**16))
 def test_native_router_matches_a_float64_reference(t, h, n, data, dtype, levels, seed):
     k = data.draw(st.integers(1, min(n, 8)), label="k")
-    policy = _policy(data.draw(st.sampled_from(["fixed", "two", "steps"]), label="policy"), k, n)
+    policy = step_policy(data.draw(st.sampled_from(KINDS), label="policy"), k, n)
     renorm = data.draw(st.booleans(), label="renorm")
     hidden, weight = _inputs(t, h, n, dtype, seed, levels)
     tau = policy.rank_thresholds(0, k, hidden.device)

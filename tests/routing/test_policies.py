@@ -60,7 +60,6 @@ def test_kept_experts_are_the_highest_weight_ones(p):
 @settings(max_examples=60, deadline=None)
 @given(distributions())
 def test_k_in_allowed_set(p):
-    n = p.shape[1]
     assert set(EntropyThreshold([1, 2, 4], [1.0, 2.0])(p).k.tolist()) <= {1, 2, 4}
     assert (FixedTopK(3)(p).k == 3).all()
     k = TopP(0.9, min_k=2, max_k=4)(p).k

@@ -1,5 +1,4 @@
 import argparse
-import sys
 
 from adaptk.cli import train as cli_train
 from adaptk.cli.main import main

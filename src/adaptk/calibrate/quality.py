@@ -132,7 +132,6 @@ def quality_constrained(model: nn.Module, ids: torch.Tensor, stats: RouterStats,
                         k_values: Sequence[int], cfg: WindowConfig, max_passes: int = 24,
                         bisect_steps: int = 8, progress: bool = False) -> QualityResult:
     kv = tuple(k_values)
-    kmin, kmax = kv[0], kv[-1]
     n_layers = len(stats.layers)
     need_lp = budget.metric == "kl"
     native = min(stats.native_k)
