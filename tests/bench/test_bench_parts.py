@@ -15,6 +15,7 @@ from adaptk.bench.memory import peak_bytes
 from adaptk.bench.report import render_markdown, write
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
 from adaptk.bench.timing import interleaved, paired_quartiles
+from adaptk.routing import binding
 from doc_scripts import run_doc_script
 
 TINY = LayerShape("tiny", 32, 48, 8, 2, 24)
@@ -197,14 +198,19 @@ def test_touched_fraction_ignores_sentinels():
     assert _touched_fraction(index, 8) == 2 / 8
 
 
-@pytest.mark.parametrize(("check", "after"), [("auto", False), ("deferred", False), ("auto", True)])
-def test_router_time_script_runs(capsys, monkeypatch, check, after):
+@pytest.mark.parametrize(("check", "after", "floor"),
+                         [("auto", False, False), ("deferred", False, False), ("auto", True, True)])
+def test_router_time_script_runs(capsys, monkeypatch, check, after, floor):
     """docs/scripts/router_time.py (the router timings of docs/performance.md) runs."""
     args = ["--hidden", "32", "--width", "16", "--tokens", "3", "--calls", "10", "--check", check]
-    out = run_doc_script("router_time.py", args + (["--after-layer"] if after else []), monkeypatch, capsys)
+    args += (["--after-layer"] if after else []) + (["--floor"] if floor else [])
+    out = run_doc_script("router_time.py", args, monkeypatch, capsys)
     names = [line.split(":")[0] for line in out]
     expected = ["router native top-k", "router adaptive", "router adaptive no stats", "router adaptive native",
                 "router adaptive, torch ops", "router adaptive no stats, torch ops"]
+    if floor:
+        expected += ["module call, forward returns at once"]
+        expected += ["C++ binding call that declines"] if binding.unavailable() is None else []
     assert names == ([f"{n} after a layer call" for n in expected] if after else expected)
 
 
