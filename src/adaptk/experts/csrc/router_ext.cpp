@@ -156,21 +156,25 @@ class Fused {
         auto drop = at::empty({t, k}, probs.options().dtype(at::kBool));
         auto weights = at::empty({t, k}, probs.options());
         const auto drops = reinterpret_cast<uint8_t *>(drop.data_ptr());
-        const auto call = [&] {
+        int status;
+        {
             py::gil_scoped_release unlocked;
             // the logits always checked: a NaN/Inf goes to the torch ops, which raise (the eager
             // check) or count it (the deferred one) as they do
-            const int status = adaptk_route_topk(
-                probs.data_ptr<float>(), t, n, k, entropy.data_ptr<float>(), tau_.data_ptr<float>(),
-                logits.data_ptr(), code, renorm_ && k <= 2, cand.data_ptr<int64_t>(), indices.data_ptr<int64_t>(),
-                drops, nullptr, weights.data_ptr<float>());
-            if (status == 0 && counters_.counts)
+            status = adaptk_route_topk(probs.data_ptr<float>(), t, n, k, entropy.data_ptr<float>(),
+                                       tau_.data_ptr<float>(), logits.data_ptr(), code, renorm_ && k <= 2,
+                                       cand.data_ptr<int64_t>(), indices.data_ptr<int64_t>(), drops, nullptr,
+                                       weights.data_ptr<float>());
+        }
+        if (status != 0)
+            return py::none();  // 1: a NaN/Inf logit, 2: a tie or a NaN probability
+        if (!counters_.none())  // only the counting under the statistics' lock
+            counters_.locked([&] {
+                py::gil_scoped_release unlocked;
                 adaptk_count(entropy.data_ptr<float>(), cand.data_ptr<int64_t>(), drops, t, n, k, counters_.counts,
                              counters_.kmax, counters_.moments);
-            return status;
-        };
-        if ((counters_.none() ? call() : counters_.locked(call)) != 0)
-            return py::none();  // 1: a NaN/Inf logit, 2: a tie or a NaN probability
+                return 0;
+            });
         if (renorm_ && k > 2)  // torch's own sum, as RenormalisedTopK: the same bits
             weights = at::div(weights, at::sum(weights, kLast, true));
         const auto dtype = out_ == 1 ? logits.scalar_type() : out_ == 2 ? hidden.scalar_type() : at::kFloat;
