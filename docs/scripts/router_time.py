@@ -43,7 +43,7 @@ def _floor_fns(shape: LayerShape, tokens) -> dict:
     fns["module call, forward returns at once"] = lambda: module(tokens.hidden)
     if binding.unavailable() is None:
         tau = FixedTopK(1).rank_thresholds(0, 1, torch.device("cpu"))
-        router = binding.extension().Router(tau, True, False, fused.NATIVE_MAX_TOKENS, None)
+        router = binding.extension().Router(tau, True, False, fused.NATIVE_MAX_TOKENS, True, None)
         over = torch.zeros(fused.NATIVE_MAX_TOKENS + 1, shape.hidden)
         fns["C++ binding call that declines"] = lambda: router(over, tokens.router)
     return fns

@@ -140,7 +140,7 @@ def _native_router(layer: MoELayer, tau: torch.Tensor | None, stats: LayerStats 
     router, spec = layer.router, layer.family.weights
     # for these families the logits are in the hidden dtype: "logits" and "hidden" weights alike
     native = fused.NativeRouter(tau, spec.renormalises(router), weights_as_input=spec.out != "float32",
-                                stats=stats, selection=False)
+                                stats=stats, selection=False, flatten=layer.family.flattens_hidden)
     return native.route
 
 

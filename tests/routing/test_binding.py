@@ -58,11 +58,12 @@ def test_the_binding_gives_the_ctypes_bits_and_counts(t, h, n, data, dtype, seed
     if batch is not None:
         hidden = hidden.reshape(batch, t // batch, h)
     tau = policy.rank_thresholds(0, k, hidden.device)
+    flatten = data.draw(st.booleans(), label="flatten")
     cxx, plain, stats = _routers(tau, data.draw(st.booleans(), label="renorm"), n, k + data.draw(st.integers(0, 2)),
-                                 weights_as_input=data.draw(st.booleans(), label="weights as input"))
+                                 weights_as_input=data.draw(st.booleans(), label="weights as input"), flatten=flatten)
     for _ in range(2):  # the second call adds to the counts of the first
         out, ref = cxx.route(hidden, weight), plain.route(hidden, weight)
-        assert (out is None) == (t > fused.NATIVE_MAX_TOKENS)
+        assert (out is None) == (t > fused.NATIVE_MAX_TOKENS or (batch is not None and not flatten))
         _same(out, ref)
     _same_counts(*stats)
 
@@ -80,6 +81,7 @@ def _declined_by_both(hidden: torch.Tensor, weight: torch.Tensor) -> dict:
         "autograd": (hidden, weight.clone().requires_grad_()),
         "NaN": (hidden.clone().index_fill_(1, torch.tensor([3]), float("nan")), weight),
         "overflow": (torch.full((2, 16), 1e30), torch.full((8, 16), 1e30)),
+        "3-D, not flattened": (hidden[None], weight),  # routed with flatten=False
     }
 
 
@@ -99,7 +101,7 @@ def _declined_cases():
 def test_calls_it_declines_are_the_ctypes_ones_and_count_nothing(case):
     hidden, weight = _declined_cases()[case]
     tau = FixedTopK(2).rank_thresholds(0, 2, hidden.device)
-    cxx, plain, stats = _routers(tau, True, weight.shape[0], 2)
+    cxx, plain, stats = _routers(tau, True, weight.shape[0], 2, flatten=case != "3-D, not flattened")
     assert cxx.route(hidden, weight) is None and plain.route(hidden, weight) is None
     assert _counted_nothing(stats[0])
     with torch.no_grad():  # no autograd: then it routes
@@ -116,7 +118,7 @@ def test_statistics_of_another_layer_are_refused():
         with pytest.raises(ValueError, match="count 5 experts; this router has 6"):
             router.route(hidden, weight)
     with pytest.raises(ValueError, match="float32"):
-        binding.extension().Router(tau.double(), True, False, fused.NATIVE_MAX_TOKENS, None)
+        binding.extension().Router(tau.double(), True, False, fused.NATIVE_MAX_TOKENS, True, None)
 
 
 def test_without_statistics_it_routes_the_same():
@@ -231,7 +233,6 @@ def _fused_declined_cases():
     hidden, weight = torch.randn(4, 16), torch.randn(8, 16)
     return _declined_by_both(hidden, weight) | {
         "float64": (hidden.double(), weight.double()),
-        "3-D, not flattened": (hidden[None], weight),
         "a tie": (hidden, weight[:4].repeat(2, 1)),  # experts i and i + 4 tie: the best has a twin
     }
 

@@ -144,7 +144,8 @@ class Routed(NamedTuple):
 class NativeRouter:
     """The whole router of a softmax top-k family as one C call, bound to a layer: thresholds
     tau [K] float32, renormalisation (any K), the weights' dtype (the hidden dtype if
-    ``weights_as_input``, rounded as torch rounds, else float32) and the statistics to count
+    ``weights_as_input``, rounded as torch rounds, else float32), whether the model's scores
+    flatten hidden to [T, H] (``flatten``; ``MoEFamily.flattens_hidden``) and the statistics to count
     the tokens in (``LayerStats``, on the CPU: the C code adds to its counters in place; nothing
     is counted for a call with a NaN/Inf logit). All fixed when built, so that a call is three
     allocations (six with ``selection``) and one C call: at one token, after a layer has evicted
@@ -162,10 +163,11 @@ class NativeRouter:
     ``route_ctypes``."""
 
     def __init__(self, tau: torch.Tensor, renormalise: bool, *, weights_as_input: bool = False,
-                 stats: LayerStats | None = None, selection: bool = True, cxx: bool = True) -> None:
+                 stats: LayerStats | None = None, selection: bool = True, flatten: bool = True,
+                 cxx: bool = True) -> None:
         self._fn = _library().adaptk_route_native
         self._tau, self._k, self._renorm = tau, tau.shape[0], int(renormalise)
-        self._as_input, self._stats, self._selection = weights_as_input, stats, selection
+        self._as_input, self._stats, self._selection, self._flatten = weights_as_input, stats, selection, flatten
         self._counts, self._kmax, self._moments = 0, 0, 0
         if stats is not None:
             if not stats.counts.is_cpu:
@@ -178,15 +180,17 @@ class NativeRouter:
         # the patch's call (see ``route_ctypes``): the C++ binding's Router where it builds
         self.route = self.route_ctypes
         if cxx and binding.unavailable() is None:
-            self.route = binding.extension().Router(tau, bool(renormalise), weights_as_input, NATIVE_MAX_TOKENS, stats)
+            self.route = binding.extension().Router(tau, bool(renormalise), weights_as_input, NATIVE_MAX_TOKENS,
+                                                    flatten, stats)
 
     def route_ctypes(self, hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
-        """The patch's call (``route``): hidden [..., H] (any call) and weight [N, H] ->
+        """The patch's call (``route``): hidden [..., H] (flattened to [T, H] if ``flatten``, as
+        the model's scores do; else [T, H] only) and weight [N, H] ->
         (logits [T, N], weights [T, K], indices [T, K]), counted in the statistics, or None for
         a call the other paths must route (``native_eligible`` false, a NaN/Inf logit: then
         nothing is counted). ``route`` does the same in C++ where ``binding`` builds."""
         same_h = hidden.dim() > 0 and hidden.shape[-1] == weight.shape[-1]
-        x = hidden.reshape(-1, weight.shape[-1]) if hidden.dim() != 2 and same_h else hidden  # [T, H]
+        x = hidden.reshape(-1, weight.shape[-1]) if self._flatten and hidden.dim() != 2 and same_h else hidden
         if not native_eligible(x, weight, self._k):
             return None
         out = self(x, weight)

@@ -192,24 +192,25 @@ class Fused {
 };
 
 /* One layer's native router, bound once: tau [K] float32, renormalise, the weights' dtype (the
- * hidden dtype if as_input, else float32), the most tokens a call may have, and the statistics
- * to count in (LayerStats or None). */
+ * hidden dtype if as_input, else float32), the most tokens a call may have, whether the model's
+ * scores flatten hidden to [T, H] first (as Fused's), and the statistics to count in (LayerStats
+ * or None). */
 class Router {
   public:
-    Router(at::Tensor tau, bool renorm, bool as_input, int64_t max_tokens, py::object stats)
-        : tau_(checked_tau(std::move(tau))), renorm_(renorm), as_input_(as_input), max_tokens_(max_tokens),
-          counters_(std::move(stats), tau_.size(0)) {}
+    Router(at::Tensor tau, bool renorm, bool as_input, int64_t max_tokens, bool flatten, py::object stats)
+        : tau_(checked_tau(std::move(tau))), renorm_(renorm), as_input_(as_input), flatten_(flatten),
+          max_tokens_(max_tokens), counters_(std::move(stats), tau_.size(0)) {}
 
-    /* hidden [..., H] and weight [N, H] -> (logits [T, N], weights [T, K], indices [T, K]), or None
-     * for a call the other paths must route: not float32/bfloat16 alike, not contiguous CPU, more
-     * than max_tokens tokens, under autograd, a shape route_topk.c declines, or a NaN/Inf logit
-     * (then nothing is counted). */
+    /* hidden [..., H] (flattened to [T, H] if flatten; else [T, H] only) and weight [N, H] ->
+     * (logits [T, N], weights [T, K], indices [T, K]), or None for a call the other paths must
+     * route: not float32/bfloat16 alike, not contiguous CPU, more than max_tokens tokens, under
+     * autograd, a shape route_topk.c declines, or a NaN/Inf logit (then nothing is counted). */
     py::object operator()(const at::Tensor &hidden, const at::Tensor &weight) const {
         const auto dtype = hidden.scalar_type();
         if (!hidden.is_cpu() || !weight.is_cpu() || weight.scalar_type() != dtype ||
             (dtype != at::kFloat && dtype != at::kBFloat16) || hidden.dim() < 1 || weight.dim() != 2 ||
-            hidden.size(-1) != weight.size(1) || !hidden.is_contiguous() || !weight.is_contiguous() ||
-            (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad())))
+            hidden.size(-1) != weight.size(1) || (!flatten_ && hidden.dim() != 2) || !hidden.is_contiguous() ||
+            !weight.is_contiguous() || (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad())))
             return py::none();
         const int64_t h = weight.size(1), n = weight.size(0), k = tau_.size(0);
         const int64_t t = h > 0 ? hidden.numel() / h : 0;
@@ -234,7 +235,7 @@ class Router {
 
   private:
     at::Tensor tau_;
-    bool renorm_, as_input_;
+    bool renorm_, as_input_, flatten_;
     int64_t max_tokens_;
     Counters counters_;
 };
@@ -246,6 +247,6 @@ PYBIND11_MODULE(adaptk_router, m) {
         .def(py::init<at::Tensor, bool, int64_t, bool, py::object>())
         .def("__call__", &Fused::operator());
     py::class_<Router>(m, "Router")
-        .def(py::init<at::Tensor, bool, bool, int64_t, py::object>())
+        .def(py::init<at::Tensor, bool, bool, int64_t, bool, py::object>())
         .def("__call__", &Router::operator());
 }
