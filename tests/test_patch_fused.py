@@ -36,16 +36,21 @@ def _count_fused(monkeypatch, cxx: bool):
     def make(*args, **kwargs):
         route = real(*args, **kwargs)
         assert route is not None  # the binding builds here
-
-        def spy(*a):
-            out = route(*a)
-            calls["ok"] += out is not None
-            return out
-
-        return spy
+        return _counting(route, calls)
 
     monkeypatch.setattr(fused, "fused_router", make)
     return calls
+
+
+def _counting(route, calls: dict):
+    """``route``, adding its calls that routed (returned not None) to ``calls["ok"]``."""
+
+    def spy(*args):
+        out = route(*args)
+        calls["ok"] += out is not None
+        return out
+
+    return spy
 
 
 def _count_native(monkeypatch):
@@ -56,14 +61,7 @@ def _count_native(monkeypatch):
 
     def init(self, *args, **kwargs):
         real(self, *args, **kwargs)
-        route = self.route
-
-        def spy(*a):
-            out = route(*a)
-            calls["ok"] += out is not None
-            return out
-
-        self.route = spy
+        self.route = _counting(self.route, calls)
 
     monkeypatch.setattr(fused.NativeRouter, "__init__", init)
     return calls
