@@ -22,9 +22,9 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
