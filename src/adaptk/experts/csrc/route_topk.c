@@ -88,8 +88,8 @@ static void row_out(int64_t N, int64_t K, const float *val, const int64_t *idx, 
 /* probs [T, N] float32 (rows of a softmax), entropy [T] float32, tau [K] float32 (rank r is
  * dropped iff entropy < tau[r]); logits [T, N] of dtype `code`. Writes cand [T, K] (the top K,
  * best first), indices [T, K] (cand, or N where dropped), drop [T, K] (1 where dropped),
- * top [T, K] (the candidates' probabilities) and weights [T, K] (top, 0 where dropped, divided
- * by their sum if renorm, which needs K <= 2).
+ * top [T, K] (the candidates' probabilities; not written if NULL) and weights [T, K] (top, 0
+ * where dropped, divided by their sum if renorm, which needs K <= 2).
  * Returns 0; 1 if a logit is NaN or Inf (checked first, for every row); 2 if a row has a NaN
  * probability or a tie among its K + 1 largest probabilities (outputs then undefined). */
 int adaptk_route_topk(const float *probs, int64_t T, int64_t N, int64_t K, const float *entropy,
