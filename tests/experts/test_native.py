@@ -73,6 +73,30 @@ def test_grouped_matmul_matches_each_expert_alone(counts, skip, n, k, with_bias,
     torch.testing.assert_close(got, ref.float(), rtol=1e-5, atol=1e-5 * (k + 1))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grouped_matmul_gives_the_same_bits_on_any_thread_count(dtype):
+    """Threads take ranges of column panels (5 panels: uneven splits, and more threads than
+    panels); every output stays one thread's sequential sum, so the bits do not move."""
+    width = native.library().adaptk_panel_width()
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 4 * width + 7, 37, generator=g).to(dtype)  # [E, N, K]: 5 panels, the last partial
+    bias = torch.randn(4, 4 * width + 7, generator=g)
+    counts = [9, 0, 30, 1]
+    x = torch.randn(sum(counts), 37, generator=g)
+    starts = torch.tensor([0, 9, 9, 39, 40])
+    packed = PackedExperts(list(w))
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3, 8):
+            torch.set_num_threads(n)
+            results.append(packed.grouped_matmul(x, 0, starts, bias))
+    finally:
+        torch.set_num_threads(threads)
+    for got in results[1:]:
+        assert torch.equal(got, results[0])
+
+
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not native.library().adaptk_bf16_pairs(),
                     reason="the bfloat16 dot-product build is the one to switch off here")
 def test_bfloat16_without_dot_products_widens_the_weights(monkeypatch, tmp_path):

@@ -19,6 +19,9 @@
  */
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #if defined(__AVX512BF16__)
 #include <immintrin.h>
 #define BF16_DOT 1  /* bfloat16 weights and rows: vdpbf16ps on k pairs */
@@ -177,32 +180,47 @@ static const block_fn BLOCKS[2][2][MR + 1] = {{ROW(block), ROW(pblock)}, {ROW(hb
  * adaptk_pack_bf16 if bf16, at address panels[g] (+ bias + g * ldb, float32, if bias is not
  * NULL) -> the same rows of y[rows, N] (float32, row stride ldy). x is float32, except for
  * bfloat16 weights with BF16_DOT: then bfloat16, with K rounded up to even (a zero column).
- * One call for all of a layer's experts: no per-expert call overhead. The work is shared out
- * panel-major (each thread takes a range of column panels of every group) among `threads`
- * OpenMP threads; each output is one thread's sequential sum, whatever the thread count. */
+ * One call for all of a layer's experts: no per-expert call overhead. The column panels are
+ * shared out among `threads` OpenMP threads, each taking the same range of panels of every group
+ * (balanced whatever the rows per group). A thread goes through its groups in turn: it streams
+ * one group's panels (contiguous) before the next group's, and the group's rows stay in L1.
+ * Each output is one thread's sequential sum, whatever the thread count. */
 void adaptk_grouped_gemm(const void *x, int64_t ldx, const int64_t *starts, int64_t G, const int64_t *panels,
                          const float *bias, int64_t ldb, int64_t K, int64_t N, float *y, int64_t ldy,
                          int bf16, int threads) {
     bf16 = bf16 != 0;
     const int pairs = bf16 && BF16_DOT;
     const int64_t kp = pairs ? K + (K & 1) : K, xsize = pairs ? 2 : 4, wsize = bf16 ? 2 : 4;
-    int64_t np = (N + NR - 1) / NR, tasks = np * G;
-    if (threads > tasks)
-        threads = (int)(tasks > 0 ? tasks : 1);
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t t = 0; t < tasks; t++) {
-        int64_t p = t / G, g = t % G;
-        int64_t row0 = starts[g] - starts[0], m = starts[g + 1] - starts[g];
-        int64_t ncols = N - p * NR < NR ? N - p * NR : NR;
-        const char *panel = (const char *)(intptr_t)panels[g] + p * kp * NR * wsize;
-        const float *b = bias ? bias + g * ldb + p * NR : 0;
-        int64_t blocks = (m + MR - 1) / MR;
-        for (int64_t i = 0, r = 0; i < blocks; i++) {
-            int mr = (int)(m / blocks + (i < m % blocks));  /* balanced: 16 rows are 8 + 8, not 12 + 4 */
-            int pf = i == 0 && mr >= PREFETCH_ROWS;  /* see PREFETCH_ROWS */
-            BLOCKS[bf16][pf][mr]((const char *)x + (row0 + r) * ldx * xsize, ldx, kp, panel, b,
-                                 y + (row0 + r) * ldy + p * NR, ldy, ncols);
-            r += mr;
-        }
+    const int64_t np = (N + NR - 1) / NR;
+    if (threads > np)
+        threads = (int)(np > 0 ? np : 1);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#ifdef _OPENMP
+        const int64_t id = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int64_t id = 0, nt = 1;
+#endif
+        const int64_t p0 = np * id / nt, p1 = np * (id + 1) / nt;  /* this thread's panels */
+#ifdef PANEL_MAJOR  /* the order before, kept to compare builds (docs/scripts/native_builds.py) */
+        for (int64_t p = p0; p < p1; p++)
+            for (int64_t g = 0; g < G; g++) {
+#else
+        for (int64_t g = 0; g < G; g++)
+            for (int64_t p = p0; p < p1; p++) {
+#endif
+                const int64_t row0 = starts[g] - starts[0], m = starts[g + 1] - starts[g];
+                const int64_t blocks = (m + MR - 1) / MR;
+                const int64_t ncols = N - p * NR < NR ? N - p * NR : NR;
+                const char *panel = (const char *)(intptr_t)panels[g] + p * kp * NR * wsize;
+                const float *b = bias ? bias + g * ldb + p * NR : 0;
+                for (int64_t i = 0, r = 0; i < blocks; i++) {
+                    int mr = (int)(m / blocks + (i < m % blocks));  /* balanced: 16 rows are 8 + 8, not 12 + 4 */
+                    int pf = i == 0 && mr >= PREFETCH_ROWS;  /* see PREFETCH_ROWS */
+                    BLOCKS[bf16][pf][mr]((const char *)x + (row0 + r) * ldx * xsize, ldx, kp, panel, b,
+                                         y + (row0 + r) * ldy + p * NR, ldy, ncols);
+                    r += mr;
+                }
+            }
     }
 }
