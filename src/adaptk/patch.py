@@ -89,8 +89,8 @@ def _fused_step(layer: MoELayer, tau: torch.Tensor | None, check: str) -> Callab
     """The routing step after the model's own scores as one C call (``fused.route_topk``) for
     the rank thresholds ``tau`` of ``_c_thresholds``, or None where it cannot run (tau None).
     The returned function gives (selection, weights), or None for a call the torch ops must
-    route (a tie, a NaN/Inf logit: the torch path then raises or counts as it does): the same
-    bits as the torch ops either way."""
+    route (a NaN/Inf logit: the torch path then raises or counts as it does; rows that tie take
+    torch.topk's order, see ``fused.route_topk``): the same bits as the torch ops either way."""
     if tau is None:
         return None
     spec = layer.family.weights

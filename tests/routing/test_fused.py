@@ -1,4 +1,5 @@
-"""``adaptk.routing.fused``: the one-call routing step gives the torch ops' bits, or declines."""
+"""``adaptk.routing.fused``: the one-call routing step gives the torch ops' bits (ties in torch's
+order), or declines a NaN."""
 
 import pytest
 import torch
@@ -32,18 +33,12 @@ def _reference(policy, probs, k, renorm):
     return sel, weights
 
 
-def _tie_or_nan(probs: torch.Tensor, k: int) -> bool:
-    """Whether some row has a NaN or two equal values among its K + 1 largest."""
-    if bool(probs.isnan().any()):
-        return True
-    top = probs.sort(dim=-1, descending=True).values[:, : min(k + 1, probs.shape[1])]
-    return bool((top[:, 1:] == top[:, :-1]).any())
-
-
 @settings(max_examples=150, deadline=None)
 @given(t=st.integers(1, 40), n=st.integers(1, 70), data=st.data(), levels=st.sampled_from([None, 1, 3]),
        seed=st.integers(0, 2**16), nan_row=st.booleans())
 def test_fused_step_equals_the_torch_ops_or_declines(t, n, data, levels, seed, nan_row):
+    """Quantised logits make ties common: those rows take torch.topk's order, the rest the C
+    step's; only a NaN declines the call."""
     k = data.draw(st.integers(1, min(n, 8)), label="k")
     policy = step_policy(data.draw(st.sampled_from(KINDS), label="policy"), k, n)
     renorm = data.draw(st.booleans(), label="renorm") and k <= 2
@@ -53,7 +48,7 @@ def test_fused_step_equals_the_torch_ops_or_declines(t, n, data, levels, seed, n
     tau = policy.rank_thresholds(0, k, probs.device)
     entropy = entropy_nats(probs)
     out = fused.route_topk(probs, entropy, tau, None, renormalise=renorm)
-    assert (out.status == fused.DECLINED) == _tie_or_nan(probs, k)
+    assert (out.status == fused.DECLINED) == nan_row
     if out.status == fused.OK:
         ref, w = _reference(policy, probs, k, renorm)
         for name in ("indices", "candidates", "drop", "top_probs"):
@@ -61,6 +56,21 @@ def test_fused_step_equals_the_torch_ops_or_declines(t, n, data, levels, seed, n
         assert out.selection.entropy is entropy and out.selection.chosen_k is None
         assert torch.equal(out.weights, w)
         assert torch.equal(out.selection.k, ref.k)
+
+
+@pytest.mark.parametrize("n, k", [(8, 2), (8, 3), (64, 8), (6, 2)])
+def test_ties_take_torchs_order_not_the_lower_index(n, k):
+    """Every probability equal: torch.topk's order among ties is its own (not lower index first),
+    and the step gives it, with the tied rows among untied ones."""
+    probs = torch.cat([_probs(3, n, None, 1), torch.full((1, n), 1 / n), _probs(2, n, None, 2)])  # [6, N], row 3 tied
+    policy = FixedTopK(k)
+    tau = policy.rank_thresholds(0, k, probs.device)
+    out = fused.route_topk(probs, entropy_nats(probs), tau, None, renormalise=False)
+    ref, w = _reference(policy, probs, k, False)
+    assert out.status == fused.OK and ref.candidates[3].tolist() != list(range(k))
+    for name in ("indices", "candidates", "drop", "top_probs"):
+        assert torch.equal(getattr(out.selection, name), getattr(ref, name)), name
+    assert torch.equal(out.weights, w)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

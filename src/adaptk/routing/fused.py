@@ -7,9 +7,12 @@ k is a step function of the entropy (``Policy.rank_thresholds``), the top-k, the
 comparison, the sentinel fill, the kept weights (renormalised for K <= 2) and the NaN/Inf check
 of the logits run as one pass in C, compiled for this CPU like the native kernel.
 
-It gives torch's bits or none: the entropy is torch's (``entropy_nats``), and where the C code
-cannot promise torch.topk's order (a tie among a row's K + 1 largest probabilities, a NaN) it
-declines and the caller runs the torch ops.
+It gives torch's bits or none: the entropy is torch's (``entropy_nats``); a row whose K + 1
+largest probabilities tie, where the C code cannot promise torch.topk's order among them, takes
+its top K from torch.topk on those rows (``decide``'s own call: the same order), the other rows
+staying in C; a NaN probability declines the call and the caller runs the torch ops. (In
+bfloat16 ties are common: with 64 experts, a fifth of the rows of random router inputs have one,
+so a call of a few hundred tokens nearly always holds some.)
 
 ``fused_router`` binds the whole default router call through ``binding``'s C++ extension where
 it builds: the model's own linear layer and softmax (the same at:: ops, the same bits), torch's
@@ -57,10 +60,13 @@ def _library() -> ctypes.CDLL:
     """route_topk.c, compiled (or found in the cache) and loaded once, its two entry points typed."""
     lib = ctypes.CDLL(str(native.build("route_topk")))
     lib.adaptk_route_topk.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_int, ctypes.c_int,
+                                      _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
+    lib.adaptk_route_rows.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, ctypes.c_int,
                                       _PTR, _PTR, _PTR, _PTR, _PTR]
     lib.adaptk_route_native.argtypes = [_PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int, _PTR, ctypes.c_int,
                                         _PTR, _PTR, _PTR, ctypes.c_int, _PTR, _PTR, _PTR, _PTR, _I64, _PTR]
     lib.adaptk_route_topk.restype = lib.adaptk_route_native.restype = ctypes.c_int
+    lib.adaptk_route_rows.restype = None
     return lib
 
 
@@ -97,13 +103,21 @@ def route_topk(probs: torch.Tensor, entropy: torch.Tensor, tau: torch.Tensor, lo
     drop = torch.empty(t, k, dtype=torch.bool)
     top = torch.empty(t, k, dtype=torch.float32)
     weights = torch.empty(t, k, dtype=torch.float32)
+    tied = torch.empty(t, dtype=torch.int64)  # [T]: the rows whose top K + 1 tie, the first ``ntied``
+    ntied = _I64(0)
     code = 0 if logits is None else LOGIT_CODES[logits.dtype]
-    status = _library().adaptk_route_topk(
+    lib = _library()
+    outputs = (cand.data_ptr(), indices.data_ptr(), drop.data_ptr(), top.data_ptr(), weights.data_ptr())
+    status = lib.adaptk_route_topk(
         probs.data_ptr(), t, n, k, entropy.data_ptr(), tau.data_ptr(), 0 if logits is None else logits.data_ptr(),
-        code, int(renormalise), cand.data_ptr(), indices.data_ptr(), drop.data_ptr(), top.data_ptr(),
-        weights.data_ptr())
+        code, int(renormalise), *outputs, tied.data_ptr(), ctypes.byref(ntied))
     if status != OK:
         return Fused(status, None, None)
+    if ntied.value:  # those rows' top K as decide's torch.topk gives them (torch's order among ties)
+        rows = tied[:ntied.value]
+        val, idx = (x.contiguous() for x in torch.topk(probs.index_select(0, rows), k, dim=-1, sorted=True))  # [R, K]
+        lib.adaptk_route_rows(val.data_ptr(), idx.data_ptr(), rows.data_ptr(),
+                              rows.shape[0], n, k, entropy.data_ptr(), tau.data_ptr(), int(renormalise), *outputs)
     return Fused(OK, Selection(indices, cand, drop, entropy, None, top), weights)
 
 
@@ -123,8 +137,9 @@ def fused_router(tau: torch.Tensor, renormalise: bool, out: str, *, flatten: boo
     weight)`` (hidden flattened to [T, H] first if ``flatten``) and their float32 softmax, a
     ``RenormalisedTopK(renormalise, out)`` weighting and rank thresholds tau [K]. The returned
     callable takes (hidden, router weight [N, H]) and gives (logits [T, N], weights [T, K],
-    indices [T, K]) as the torch ops do, or None for a call the torch ops must route (a tie, a
-    NaN/Inf logit, autograd, another device or dtype). It counts the tokens it routes in the
+    indices [T, K]) as the torch ops do (rows that tie take torch.topk's order, as in
+    ``route_topk``), or None for a call the torch ops must route (a NaN/Inf logit, autograd,
+    another device or dtype). It counts the tokens it routes in the
     statistics in C, under their lock, as the native router does: the same counts as the torch
     path's fold, the entropy moments summed token by token (the fold sums its pending tokens in
     torch's order: the two agree to float64 rounding)."""

@@ -4,10 +4,11 @@
  *
  * Fused (adaptk.patch's default, routing="fused"): the model's own router ops (its linear layer
  * and float32 softmax: the same at:: ops that F.linear and F.softmax call, so the same bits),
- * torch's entropy, route_topk.c's adaptk_route_topk (the top-k, the threshold comparison, the
- * sentinel fill, the kept weights) and adaptk_count (the patch's statistics, under their lock),
- * in one Python call. It declines (returns None) every call the Python path would hand to the
- * torch ops, and every call with a NaN/Inf logit.
+ * torch's entropy, route_topk.c's adaptk_route_topk (the top-k, the threshold comparison,
+ * the sentinel fill, the kept weights; the rows whose top K + 1 tie take torch.topk's answer,
+ * as the torch ops would) and adaptk_count (the patch's statistics, under their lock), in one
+ * Python call. It declines (returns None) every call the Python path would hand to the torch
+ * ops, and every call with a NaN/Inf logit.
  *
  * Router (routing="native"): the checks on the call's tensors, the three output tensors and the
  * C call of route_topk.c's adaptk_route_native. The arithmetic is route_topk.c's, so the results
@@ -19,10 +20,12 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/index_select.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/softmax.h>
 #include <ATen/ops/special_entr.h>
 #include <ATen/ops/sum.h>
+#include <ATen/ops/topk.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <stdexcept>
@@ -32,7 +35,11 @@ namespace py = pybind11;
 
 extern "C" int adaptk_route_topk(const float *probs, int64_t T, int64_t N, int64_t K, const float *entropy,
                                  const float *tau, const void *logits, int code, int renorm, int64_t *cand,
-                                 int64_t *indices, uint8_t *drop, float *top, float *weights);
+                                 int64_t *indices, uint8_t *drop, float *top, float *weights, int64_t *tied,
+                                 int64_t *ntied);
+extern "C" void adaptk_route_rows(const float *val, const int64_t *idx, const int64_t *rows, int64_t R, int64_t N,
+                                  int64_t K, const float *entropy, const float *tau, int renorm, int64_t *cand,
+                                  int64_t *indices, uint8_t *drop, float *top, float *weights);
 extern "C" void adaptk_count(const float *entropy, const int64_t *cand, const uint8_t *drop, int64_t T, int64_t N,
                              int64_t K, int64_t *counts, int64_t kmax, double *moments);
 extern "C" int adaptk_route_native(const void *hidden, const void *weight, int64_t T, int64_t H, int64_t N,
@@ -135,7 +142,8 @@ class Fused {
      * (logits [T, N], weights [T, K], indices [T, K]) as the model's scores and the torch ops
      * give them, the tokens counted; or None for a call the torch ops must route (on another
      * device, under autograd, another hidden size, a dtype or shape route_topk.c does not take,
-     * a NaN/Inf logit, a tie among a row's K + 1 largest probabilities), with nothing counted. */
+     * a NaN/Inf logit), with nothing counted. A row whose K + 1 largest probabilities tie takes
+     * its top K from at::topk (the torch ops' call, on those rows: torch's order among ties). */
     py::object operator()(const at::Tensor &hidden, const at::Tensor &weight) const {
         if (!hidden.is_cpu() || !weight.is_cpu() || weight.dim() != 2 || hidden.dim() < 1 ||
             hidden.size(-1) != weight.size(1) || (!flatten_ && hidden.dim() != 2) ||
@@ -155,19 +163,30 @@ class Fused {
         auto cand = at::empty({t, k}, long_opts), indices = at::empty({t, k}, long_opts);
         auto drop = at::empty({t, k}, probs.options().dtype(at::kBool));
         auto weights = at::empty({t, k}, probs.options());
+        auto tied = at::empty({t}, long_opts);  // [T]: the rows whose top K + 1 tie, first ntied
         const auto drops = reinterpret_cast<uint8_t *>(drop.data_ptr());
+        const int renorm = renorm_ && k <= 2;
         int status;
+        int64_t ntied = 0;
         {
             py::gil_scoped_release unlocked;
             // the logits always checked: a NaN/Inf goes to the torch ops, which raise (the eager
             // check) or count it (the deferred one) as they do
             status = adaptk_route_topk(probs.data_ptr<float>(), t, n, k, entropy.data_ptr<float>(),
-                                       tau_.data_ptr<float>(), logits.data_ptr(), code, renorm_ && k <= 2,
+                                       tau_.data_ptr<float>(), logits.data_ptr(), code, renorm,
                                        cand.data_ptr<int64_t>(), indices.data_ptr<int64_t>(), drops, nullptr,
-                                       weights.data_ptr<float>());
+                                       weights.data_ptr<float>(), tied.data_ptr<int64_t>(), &ntied);
         }
         if (status != 0)
-            return py::none();  // 1: a NaN/Inf logit, 2: a tie or a NaN probability
+            return py::none();  // 1: a NaN/Inf logit, 2: a NaN probability
+        if (ntied > 0) {  // those rows' top K as the torch ops' topk gives them: [ntied, K] each
+            const auto rows = tied.narrow(0, 0, ntied);
+            const auto [val, idx] = at::topk(at::index_select(probs, 0, rows), k, -1, true, true);
+            const auto v = val.contiguous(), i = idx.contiguous();
+            adaptk_route_rows(v.data_ptr<float>(), i.data_ptr<int64_t>(), rows.data_ptr<int64_t>(), ntied, n, k,
+                              entropy.data_ptr<float>(), tau_.data_ptr<float>(), renorm, cand.data_ptr<int64_t>(),
+                              indices.data_ptr<int64_t>(), drops, nullptr, weights.data_ptr<float>());
+        }
         if (!counters_.none())  // only the counting under the statistics' lock
             counters_.locked([&] {
                 py::gil_scoped_release unlocked;
