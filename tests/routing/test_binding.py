@@ -215,11 +215,12 @@ def test_the_fused_binding_gives_the_torch_ops_bits_and_counts(t, h, n, data, dt
     assert torch.allclose(stats.entropy_moments, ref_stats.entropy_moments, rtol=1e-12, atol=0)  # order of sums
 
 
+@pytest.mark.parametrize("tokens", [6, 100])  # the tied rows' list on the stack, or a tensor past 64 tokens
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rows_that_tie_take_torchs_order_and_are_counted(dtype):
-    """Every expert has a twin (each row's best ties) in some rows, all experts equal in one:
-    those rows take at::topk's order (not the lower index first), the others the C step's."""
-    hidden = torch.randn(6, 16, generator=torch.Generator().manual_seed(3)).to(dtype)
+def test_rows_that_tie_take_torchs_order_and_are_counted(dtype, tokens):
+    """Every expert has a twin (each row's best ties), all experts equal in one row: those rows
+    take at::topk's order (not the lower index first)."""
+    hidden = torch.randn(tokens, 16, generator=torch.Generator().manual_seed(3)).to(dtype)
     hidden[2] = 0  # every logit 0: an eight-way tie
     weight = torch.randn(4, 16).repeat(2, 1).to(dtype)  # experts i and i + 4 are twins
     policy = FixedTopK(2)
@@ -231,7 +232,7 @@ def test_rows_that_tie_take_torchs_order_and_are_counted(dtype):
     _same(got, ref)
     ref_stats = LayerStats(0, "layer", 8, 2, 2, "cpu")
     ref_stats.update(sel.entropy, sel.candidates, sel.drop)
-    assert stats.report().tokens == ref_stats.report().tokens == 6  # folded: the counters are final
+    assert stats.report().tokens == ref_stats.report().tokens == tokens  # folded: the counters are final
     assert torch.equal(stats.counts, ref_stats.counts)
 
 

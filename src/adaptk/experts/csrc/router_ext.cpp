@@ -20,6 +20,7 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/softmax.h>
@@ -50,6 +51,7 @@ extern "C" int adaptk_route_native(const void *hidden, const void *weight, int64
 namespace {
 
 constexpr int64_t kLastDim[] = {-1};
+constexpr int64_t kFewTokens = 64;  // Fused: the tied rows' list on the stack up to this many tokens
 const at::IntArrayRef kLast(kLastDim);  // dim=-1
 
 /* tau, if it is rank thresholds the C code takes (else invalid_argument) */
@@ -163,7 +165,11 @@ class Fused {
         auto cand = at::empty({t, k}, long_opts), indices = at::empty({t, k}, long_opts);
         auto drop = at::empty({t, k}, probs.options().dtype(at::kBool));
         auto weights = at::empty({t, k}, probs.options());
-        auto tied = at::empty({t}, long_opts);  // [T]: the rows whose top K + 1 tie, first ntied
+        // [T]: the rows whose top K + 1 tie, the first ntied; on the stack for a few tokens (a
+        // decode step allocates nothing more for it)
+        int64_t few[kFewTokens];
+        const auto many = t > kFewTokens ? at::empty({t}, long_opts) : at::Tensor();
+        int64_t *const tied = many.defined() ? many.data_ptr<int64_t>() : few;
         const auto drops = reinterpret_cast<uint8_t *>(drop.data_ptr());
         const int renorm = renorm_ && k <= 2;
         int status;
@@ -175,12 +181,12 @@ class Fused {
             status = adaptk_route_topk(probs.data_ptr<float>(), t, n, k, entropy.data_ptr<float>(),
                                        tau_.data_ptr<float>(), logits.data_ptr(), code, renorm,
                                        cand.data_ptr<int64_t>(), indices.data_ptr<int64_t>(), drops, nullptr,
-                                       weights.data_ptr<float>(), tied.data_ptr<int64_t>(), &ntied);
+                                       weights.data_ptr<float>(), tied, &ntied);
         }
         if (status != 0)
             return py::none();  // 1: a NaN/Inf logit, 2: a NaN probability
         if (ntied > 0) {  // those rows' top K as the torch ops' topk gives them: [ntied, K] each
-            const auto rows = tied.narrow(0, 0, ntied);
+            const auto rows = at::from_blob(tied, {ntied}, long_opts);  // read before the call returns
             const auto [val, idx] = at::topk(at::index_select(probs, 0, rows), k, -1, true, true);
             const auto v = val.contiguous(), i = idx.contiguous();
             adaptk_route_rows(v.data_ptr<float>(), i.data_ptr<int64_t>(), rows.data_ptr<int64_t>(), ntied, n, k,
