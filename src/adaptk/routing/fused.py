@@ -57,7 +57,7 @@ _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 @functools.cache
 def _library() -> ctypes.CDLL:
-    """route_topk.c, compiled (or found in the cache) and loaded once, its two entry points typed."""
+    """route_topk.c, compiled (or found in the cache) and loaded once, the entry points Python calls typed."""
     lib = ctypes.CDLL(str(native.build("route_topk")))
     lib.adaptk_route_topk.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_int, ctypes.c_int,
                                       _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
@@ -115,9 +115,10 @@ def route_topk(probs: torch.Tensor, entropy: torch.Tensor, tau: torch.Tensor, lo
         return Fused(status, None, None)
     if ntied.value:  # those rows' top K as decide's torch.topk gives them (torch's order among ties)
         rows = tied[:ntied.value]
-        val, idx = (x.contiguous() for x in torch.topk(probs.index_select(0, rows), k, dim=-1, sorted=True))  # [R, K]
-        lib.adaptk_route_rows(val.data_ptr(), idx.data_ptr(), rows.data_ptr(),
-                              rows.shape[0], n, k, entropy.data_ptr(), tau.data_ptr(), int(renormalise), *outputs)
+        top_k = torch.topk(probs.index_select(0, rows), k, dim=-1, sorted=True)
+        val, idx = top_k.values.contiguous(), top_k.indices.contiguous()  # [R, K] each
+        lib.adaptk_route_rows(val.data_ptr(), idx.data_ptr(), rows.data_ptr(), rows.shape[0], n, k,
+                              entropy.data_ptr(), tau.data_ptr(), int(renormalise), *outputs)
     return Fused(OK, Selection(indices, cand, drop, entropy, None, top), weights)
 
 
@@ -139,10 +140,10 @@ def fused_router(tau: torch.Tensor, renormalise: bool, out: str, *, flatten: boo
     callable takes (hidden, router weight [N, H]) and gives (logits [T, N], weights [T, K],
     indices [T, K]) as the torch ops do (rows that tie take torch.topk's order, as in
     ``route_topk``), or None for a call the torch ops must route (a NaN/Inf logit, autograd,
-    another device or dtype). It counts the tokens it routes in the
-    statistics in C, under their lock, as the native router does: the same counts as the torch
-    path's fold, the entropy moments summed token by token (the fold sums its pending tokens in
-    torch's order: the two agree to float64 rounding)."""
+    another device or dtype). It counts the tokens it routes in the statistics in C, under their
+    lock, as the native router does: the same counts as the torch path's fold, the entropy
+    moments summed token by token (the fold sums its pending tokens in torch's order: the two
+    agree to float64 rounding)."""
     if binding.unavailable() is not None:
         return None
     return binding.extension().Fused(tau, renormalise, OUT_CODES[out], flatten, stats)
