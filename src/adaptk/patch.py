@@ -282,9 +282,9 @@ def patch(model: nn.Module, policy: Policy, *, check_finite: str = "auto", kerne
     one C call, for inference: logits within float32 rounding of the model's, not bit for bit,
     like ``kernel="native"``, called through a torch C++ extension compiled on first use
     (``adaptk.routing.binding``; ctypes where it cannot build); right after a layer call at one
-    token it takes about 0.4 of the fused router's time and of the model's own router's (the
-    fused router itself takes about as long as the model's own: docs/performance.md); longer
-    calls take the fused router. "torch": the torch ops only.
+    token it takes about 0.4 of the fused router's time and a third of the model's own router's
+    (the fused router itself takes somewhat less than the model's own: docs/performance.md);
+    longer calls take the fused router. "torch": the torch ops only.
     """
     if not isinstance(policy, Policy):
         raise TypeError(

@@ -9,8 +9,8 @@
  * whenever the K + 1 largest values of a row are distinct. A row where two of them tie (torch's
  * order among ties is its own) is listed for the caller, which runs torch.topk on those rows and
  * hands its answer to adaptk_route_rows; a NaN probability returns 2 and the caller runs the
- * torch ops instead. The entropy is the caller's (torch's). Sums of K <= 2 terms are (0 + a) + b, as
- * torch's sum of a short row. adaptk_count adds the tokens it routed to the patch's statistics
+ * torch ops instead. The entropy is the caller's (torch's). Sums of K <= 2 terms are
+ * (0 + a) + b, as torch's sum of a short row. adaptk_count adds the tokens it routed to the patch's statistics
  * (the C++ binding's fused router calls it).
  *
  * adaptk_route_native (the "native" router) also computes the router's linear layer, softmax and

@@ -183,8 +183,8 @@ static const block_fn BLOCKS[2][2][MR + 1] = {{ROW(block), ROW(pblock)}, {ROW(hb
  * One call for all of a layer's experts: no per-expert call overhead. The column panels are
  * shared out among `threads` OpenMP threads, each taking the same range of panels of every group
  * (balanced whatever the rows per group). A thread goes through its groups in turn: it streams
- * one group's panels (contiguous) before the next group's, the group's rows staying in the near caches.
- * Each output is one thread's sequential sum, whatever the thread count. */
+ * one group's panels (contiguous) before the next group's, the group's rows staying in the near
+ * caches. Each output is one thread's sequential sum, whatever the thread count. */
 void adaptk_grouped_gemm(const void *x, int64_t ldx, const int64_t *starts, int64_t G, const int64_t *panels,
                          const float *bias, int64_t ldb, int64_t K, int64_t N, float *y, int64_t ldy,
                          int bf16, int threads) {
