@@ -1,7 +1,8 @@
 """Text corpora (stdlib source, Project Gutenberg novels, WikiText-2, local files) and BPE tokenizers."""
 
 from adaptk.data.corpus import CORPORA, SPLITS, Corpus, data_root, load_corpus, load_text, text_file_splits
-from adaptk.data.errors import CorpusError, DataNotFoundError
+from adaptk.data.errors import CorpusError, DataNotFoundError, TextFileError
+from adaptk.data.text import read_text_file
 
 __all__ = [
     "CORPORA",
@@ -9,8 +10,10 @@ __all__ = [
     "Corpus",
     "CorpusError",
     "DataNotFoundError",
+    "TextFileError",
     "data_root",
     "load_corpus",
     "load_text",
+    "read_text_file",
     "text_file_splits",
 ]

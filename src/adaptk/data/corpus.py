@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaptk.data.errors import CorpusError, DataNotFoundError
+from adaptk.data.text import decode_text, read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,14 @@ def data_root() -> Path:
 
 
 def _read(path: Path) -> str:
+    """A file of the shared data folder (strict UTF-8, like every text adaptk reads)."""
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise DataNotFoundError(f"{path} is missing; check the data folder (${DATA_ENV})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"cannot read {path} as UTF-8 text ({exc}); pass a readable UTF-8 text file") from exc
+    except OSError as exc:
+        raise CorpusError(f"cannot read {path} ({exc.strerror or exc}); check the data folder (${DATA_ENV})") from exc
+    return decode_text(data, str(path))
 
 
 def split_lines(text: str, split: str) -> str:
@@ -216,12 +219,7 @@ def text_file_splits(paths: list[str | Path], split: str) -> Corpus:
     _check_split(split)
     if not paths:
         raise CorpusError("no text file given; pass at least one --text-file PATH")
-    texts = []
-    for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise CorpusError(f"text file {path} does not exist or is not a file; pass a readable UTF-8 text file")
-        texts.append(_read(path))
+    texts = [read_text_file(p) for p in paths]
     full = "".join(t if t.endswith("\n") else t + "\n" for t in texts)
     if not full.strip():
         raise CorpusError(f"the text files {', '.join(map(str, paths))} are empty; pass files with text in them")

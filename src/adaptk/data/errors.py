@@ -11,3 +11,7 @@ class CorpusError(AdaptkError, ValueError):
 
 class DataNotFoundError(AdaptkError, FileNotFoundError):
     """The shared data folder (or a file in it) is missing."""
+
+
+class TextFileError(CorpusError):
+    """A text file that is missing, unreadable, binary (NUL bytes) or not valid UTF-8."""
