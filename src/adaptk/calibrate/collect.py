@@ -108,7 +108,10 @@ def collect_router_stats(model: nn.Module, ids: torch.Tensor, window: int = 512,
     """Run ``ids`` [L] through the model in non-overlapping windows once and record routing."""
     from tqdm.auto import tqdm
 
+    from adaptk.evaluate.perplexity import check_window
+
     ids = ids.reshape(-1)[:max_tokens]
+    check_window(model, min(window, ids.shape[0]))
     full = ids.shape[0] // window * window
     chunks = list(ids[:full].reshape(-1, window).split(batch_size))  # [B, W] each
     if full < ids.shape[0]:

@@ -9,18 +9,85 @@ plain non-overlapping evaluation. Per-token losses are returned, aligned to toke
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from adaptk.errors import AdaptkError
 
+log = logging.getLogger(__name__)
+
+# config fields that bound the sequence length a model was built for (the first one set wins)
+POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
 
 class TextTooShortError(AdaptkError, ValueError):
     """The evaluation text is shorter than what the method needs."""
+
+
+class WindowTooLongError(AdaptkError, ValueError):
+    """A window (sequence length) beyond the positions the model has."""
+
+
+def position_limit(config) -> tuple[int, str] | None:
+    """(positions, config field) of the longest sequence a model config allows, or None if unknown."""
+    for name in POSITION_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, name
+    return None
+
+
+def trained_length(summary: dict) -> int | None:
+    """The training sequence length recorded in an ``adaptk train`` summary (``seq_len`` at the top
+    level or under ``config``), or None."""
+    for value in (summary.get("seq_len"), (summary.get("config") or {}).get("seq_len")):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _recorded_train_length(model: nn.Module) -> tuple[int, Path] | None:
+    folder = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+    if not folder:
+        return None
+    path = Path(str(folder)) / "train_summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError) as exc:
+        log.debug("cannot read %s: %s", path, exc)
+        return None
+    length = trained_length(summary) if isinstance(summary, dict) else None
+    return (length, path) if length else None
+
+
+_warned: set[tuple[str, int]] = set()
+
+
+def check_window(model: nn.Module, window: int) -> None:
+    """Refuse a window (tokens per forward sequence) longer than the model's positions
+    (``WindowTooLongError``, naming the limit); log a warning once when it is longer than the
+    training length recorded in the model folder's ``train_summary.json``."""
+    config = getattr(model, "config", None)
+    limit = position_limit(config)
+    name = getattr(model, "name_or_path", None) or type(model).__name__
+    if limit is not None and window > limit[0]:
+        raise WindowTooLongError(
+            f"a window of {window} tokens is longer than the {limit[0]} positions of model {name} "
+            f"(config {limit[1]}); its perplexity and routing there mean nothing: use a window of at most "
+            f"{limit[0]} tokens (--window {limit[0]})")
+    recorded = _recorded_train_length(model)
+    if recorded is not None and window > recorded[0] and (str(recorded[1]), window) not in _warned:
+        _warned.add((str(recorded[1]), window))
+        log.warning("window %d is longer than the training sequence length %d recorded in %s: the model has "
+                    "not seen positions beyond %d; results may be worse than at --window %d",
+                    window, recorded[0], recorded[1], recorded[0], recorded[0])
 
 
 @dataclass(frozen=True)
@@ -95,6 +162,7 @@ def sliding_window_perplexity(model: nn.Module, ids: torch.Tensor, cfg: WindowCo
     if n < cfg.window:
         raise TextTooShortError(f"text has {n} tokens, shorter than one window of {cfg.window}; "
                                 "give more text or a smaller --window")
+    check_window(model, cfg.window)
     device = next(model.parameters()).device
     token_loss = torch.full((n - 1,), float("nan"))
     logprobs = None
