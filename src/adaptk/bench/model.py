@@ -54,11 +54,13 @@ def load_model(spec: str | None, dtype: torch.dtype) -> tuple[torch.nn.Module, s
         c = SYNTHETIC_MODELS[spec]
         return model.eval(), (f"{spec} (random weights; H{c['hidden_size']}, I{c['intermediate_size']}, "
                               f"{c['num_hidden_layers']} layers, 8x top-2)")
-    path = _default_path() if spec in (None, "default") else spec
-    if path is None:
+    from adaptk.evaluate.io import load_model as load_model_arg
+
+    if spec in (None, "default") and _default_path() is None:
         return load_model("random-mixtral-h512", dtype)
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    return model.eval(), ("the shipped default model" if spec in (None, "default") else str(path))
+    # a folder, "default" or a hub name: read as every command reads --model
+    model, source = load_model_arg(spec, dtype)
+    return model, source.describe()
 
 
 def median_entropy_policy(model: torch.nn.Module, input_ids: torch.Tensor):

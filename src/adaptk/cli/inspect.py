@@ -35,30 +35,24 @@ def _policy(args, num_experts: int):
 
 def run(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import adaptk
+    from adaptk.data.text import read_text_file
+    from adaptk.evaluate.io import load_model, load_tokenizer
     from adaptk.models import find_moe_layers
 
-    if args.model == "default":
-        from adaptk.assets import default_model_path
-
-        path = str(default_model_path())
-    else:
-        path = args.model
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    text = args.text if args.text is not None else (read_text_file(args.text_file) if args.text_file else None)
+    model, source = load_model(args.model)
     layers = find_moe_layers(model)
     print(f"{type(model).__name__}: {len(layers)} MoE layers")
     for layer in layers:
         print(f"  {layer.index:>3} {layer.name:<32} family={layer.family.name:<14} N={layer.num_experts:<4} k={layer.native_k}")
     policy = _policy(args, layers[0].num_experts)
-    text = args.text if args.text is not None else (Path(args.text_file).read_text() if args.text_file else None)
     if policy is None or text is None:
         return 0
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = load_tokenizer(source)
     ids = tok(text, return_tensors="pt").input_ids[:, : args.max_tokens]
     with torch.no_grad(), adaptk.patch(model, policy) as handle:
         model(ids)

@@ -32,20 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
-def _model_path(spec: str):
-    from pathlib import Path
-
-    from adaptk.monitor.errors import MonitorError
-
-    if spec == "default":
-        path = Path(__file__).resolve().parent.parent / "assets" / "default-model"
-    else:
-        path = Path(spec)
-    if not (path / "config.json").is_file():
-        raise MonitorError(f"{path} is not a model folder (no config.json); pass a from_pretrained folder")
-    return path
-
-
 def _load_policy(path: str):
     import json
 
@@ -65,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import logging
 
+    from adaptk.evaluate.modelspec import resolve_model
     from adaptk.monitor.drift import Baseline, DriftConfig, score_drift
     from adaptk.monitor.errors import MonitorError
     from adaptk.monitor.monitor import MonitorConfig
@@ -75,18 +62,18 @@ def run(args: argparse.Namespace) -> int:
         raise MonitorError("--window must be >= 2 and --batch-size >= 1")
     drift_cfg = DriftConfig(psi_threshold=args.psi_threshold, js_threshold=args.js_threshold)
     baseline = Baseline.load(args.baseline) if args.baseline else None  # reject bad files before loading a model
+    resolve_model(args.model)  # a bad --model path fails before the text is read
     if args.corpus:
         from adaptk.data.corpus import load_text
 
         text, source = load_text(args.corpus, args.split), f"{args.corpus}:{args.split}"
     else:
-        try:
-            text, source = open(args.text_file, encoding="utf-8").read(), str(args.text_file)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise MonitorError(f"cannot read --text-file {args.text_file}: {exc}") from exc
+        from adaptk.data.text import read_text_file
+
+        text, source = read_text_file(args.text_file), str(args.text_file)
     policy = _load_policy(args.policy) if args.policy else None
     report = monitor_text(
-        _model_path(args.model), text, policy=policy, window=args.window, batch_size=args.batch_size,
+        args.model, text, policy=policy, window=args.window, batch_size=args.batch_size,
         max_tokens=args.max_tokens, config=MonitorConfig(bins=args.bins, capacity_factor=args.capacity_factor),
     )
     out: dict = {"stats": report.to_dict()}

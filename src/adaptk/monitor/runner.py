@@ -29,7 +29,11 @@ def chunks(ids: list[int], window: int, batch_size: int, max_tokens: int | None 
 def monitor_ids(model: nn.Module, ids: list[int], monitor: RoutingMonitor | None = None, *, window: int = 256,
                 batch_size: int = 8, max_tokens: int | None = None) -> RoutingMonitor:
     """Run ``ids`` through ``model`` with ``monitor`` attached for the duration; returns it."""
+    from adaptk.evaluate.perplexity import check_window
+
     monitor = monitor or RoutingMonitor()
+    used = len(ids) if max_tokens is None else min(len(ids), max_tokens)
+    check_window(model, min(window, used))
     device = next(model.parameters()).device
     n = 0
     with monitor.attach(model), torch.no_grad():
@@ -44,15 +48,13 @@ def monitor_ids(model: nn.Module, ids: list[int], monitor: RoutingMonitor | None
 
 def monitor_text(model_dir: str | Path, text: str, *, policy=None, window: int = 256, batch_size: int = 8,
                  max_tokens: int | None = None, config: MonitorConfig | None = None) -> MonitorReport:
-    """Load ``model_dir`` (model and tokenizer), optionally patch it with ``policy`` (a policy, or
-    the path of an ``adaptk calibrate`` policy file, checked against the model), and return the
-    routing statistics of ``text``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """Load ``model_dir`` (model and tokenizer; a folder, "default" or a hub name, as every command
+    reads ``--model``), optionally patch it with ``policy`` (a policy, or the path of an ``adaptk
+    calibrate`` policy file, checked against the model), and return the routing statistics of ``text``."""
     import adaptk
+    from adaptk.evaluate.io import load_model_and_tokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model, tok, _ = load_model_and_tokenizer(str(model_dir))
     if isinstance(policy, str | Path):
         from adaptk.calibrate import load_policy
 
