@@ -113,7 +113,7 @@ def collect_router_stats(model: nn.Module, ids: torch.Tensor, window: int = 512,
     ids = ids.reshape(-1)[:max_tokens]
     check_window(model, min(window, ids.shape[0]))
     full = ids.shape[0] // window * window
-    chunks = list(ids[:full].reshape(-1, window).split(batch_size))  # [B, W] each
+    chunks = list(ids[:full].reshape(-1, window).split(batch_size)) if full else []  # [B, W] each
     if full < ids.shape[0]:
         chunks.append(ids[full:].unsqueeze(0))
     device = next(model.parameters()).device
