@@ -31,7 +31,8 @@ def float_list(value: str) -> tuple[float, ...]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="local HF folder or hub name (default: the embedded default model)")
+    p.add_argument("--model", help="'default' (the embedded default model, the default), a local model folder, "
+                                   "or a hub name (namespace/name; with HF_HUB_OFFLINE=1 only from the local cache)")
     p.add_argument("--threads", default="auto",
                    help="torch CPU threads, or 'auto': 1 when the machine is already busy (oversubscribed "
                         "OpenMP threads can be 10x slower), else torch's default")
