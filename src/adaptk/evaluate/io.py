@@ -133,8 +133,9 @@ def _require_moe(model, source: ModelSource, extra: str = "") -> None:
     try:
         find_moe_layers(model)
     except UnsupportedModelError as exc:
+        detail = f"{str(exc).rstrip('.')}{extra}." if extra else str(exc)
         raise UnsupportedModelError(f"--model {source.describe()} is not a Mixture-of-Experts model adaptk can "
-                                    f"route: {exc}{extra}") from exc
+                                    f"route: {detail}") from exc
 
 
 def load_model(spec: str | None, dtype: str | torch.dtype = "float32", *,
