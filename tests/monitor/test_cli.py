@@ -79,3 +79,40 @@ def test_policy_file_is_checked_against_the_model(model_dir, tmp_path, capsys):
     assert all(layer["average_k"] == 1.0 for layer in layers)
     assert main([*args, "--policy", str(other)]) == 2
     assert "num_experts" in capsys.readouterr().err
+
+
+def test_fail_on_drift_gates_on_the_default_model(tmp_path, capsys):
+    from adaptk.cli.monitor import EXIT_DRIFT
+
+    base = tmp_path / "stdlib.json"
+    args = ["monitor", "--model", "default", "--max-tokens", "512"]
+    assert main([*args, "--corpus", "stdlib", "--save-baseline", str(base)]) == 0
+    capsys.readouterr()
+    # other text: drifted, so the gate fails with 3 (and without the flag the command still exits 0)
+    assert main([*args, "--corpus", "gutenberg", "--baseline", str(base), "--fail-on-drift"]) == EXIT_DRIFT == 3
+    assert "routing drifted against" in capsys.readouterr().err
+    assert main([*args, "--corpus", "gutenberg", "--baseline", str(base)]) == 0
+    capsys.readouterr()
+    # the same text: no drift, the gate passes
+    assert main([*args, "--corpus", "stdlib", "--baseline", str(base), "--fail-on-drift"]) == 0
+    assert "drifted" not in capsys.readouterr().err
+
+
+def test_fail_on_drift_needs_a_baseline_and_enough_tokens(model_dir, tmp_path, capsys):
+    text, base = tmp_path / "t.txt", tmp_path / "base.json"
+    text.write_text(PROSE)
+    args = ["monitor", "--model", str(model_dir), "--text-file", str(text), "--window", "32"]
+    assert main([*args, "--fail-on-drift"]) == 2
+    assert "--fail-on-drift needs --baseline" in capsys.readouterr().err
+    assert main([*args, "--save-baseline", str(base)]) == 0
+    capsys.readouterr()
+    # too few tokens to judge: the gate does not pass silently
+    assert main([*args, "--max-tokens", "64", "--baseline", str(base), "--fail-on-drift"]) == 2
+    assert "could not be judged" in capsys.readouterr().err
+
+
+def test_monitor_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["monitor", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--fail-on-drift" in out and "3 --fail-on-drift and at least one layer shifted" in out

@@ -39,9 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_ERROR = 2  # an AdaptkError: a user mistake, one line on stderr
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), the shell's 128 + signal number
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one subcommand; exit codes: 0 ok, 2 a user error, 130 interrupted (Ctrl-C), and
+    whatever else a subcommand documents (e.g. ``monitor --fail-on-drift``: 3)."""
+    command = None
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = args.command
+        return _dispatch(parser, args)
+    except KeyboardInterrupt:
+        # Ctrl-C: one line on stderr and the conventional exit code, no traceback
+        name = f"adaptk {command}" if command else "adaptk"
+        try:
+            print(f"{name}: interrupted", file=sys.stderr)
+        except (OSError, ValueError):
+            pass
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.command:
         parser.print_help()
@@ -54,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(importlib.import_module(args._module).run(args) or 0)
     except AdaptkError as exc:
         print(f"adaptk {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import argparse
 
+EXIT_DRIFT = 3  # --fail-on-drift and at least one layer shifted
+
+EXIT_CODES = ("exit codes: 0 done (and, with --fail-on-drift, no layer shifted); 2 a usage or input error "
+              "(also --fail-on-drift when a layer had too few tokens to be judged); 3 --fail-on-drift and at "
+              "least one layer shifted against --baseline; 130 interrupted")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXIT_CODES
     parser.add_argument("--model", required=True,
                         help="model folder (from_pretrained-loadable, with its tokenizer), or 'default'")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -20,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="valid", choices=["train", "valid", "test"],
                         help="split of --corpus (default valid)")
     parser.add_argument("--baseline", help="score the text against this baseline JSON (which layers shifted)")
+    parser.add_argument("--fail-on-drift", action="store_true",
+                        help=f"with --baseline: exit {EXIT_DRIFT} when any layer shifted (to gate a deployment)")
     parser.add_argument("--save-baseline", metavar="OUT.json", help="save this text's routing profile as a baseline")
     parser.add_argument("--policy", help="policy JSON file: patch the model with it before monitoring")
     parser.add_argument("--window", type=int, default=256, help="tokens per sequence chunk (default 256)")
@@ -60,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("adaptk.cli.monitor")
     if args.window < 2 or args.batch_size < 1:
         raise MonitorError("--window must be >= 2 and --batch-size >= 1")
+    if args.fail_on_drift and not args.baseline:
+        raise MonitorError("--fail-on-drift needs --baseline BASELINE.json to compare against")
     drift_cfg = DriftConfig(psi_threshold=args.psi_threshold, js_threshold=args.js_threshold)
     baseline = Baseline.load(args.baseline) if args.baseline else None  # reject bad files before loading a model
     resolve_model(args.model)  # a bad --model path fails before the text is read
@@ -94,4 +105,24 @@ def run(args: argparse.Namespace) -> int:
             print(drift.table())
         if args.save_baseline:
             print(f"\nbaseline saved to {args.save_baseline}")
+    if args.fail_on_drift:
+        return _drift_gate(drift, args.baseline)
+    return 0
+
+
+def _drift_gate(drift, baseline_path: str) -> int:
+    """--fail-on-drift: EXIT_DRIFT when a layer shifted; a layer that could not be judged is an
+    error (a gate must not pass on too little text)."""
+    import sys
+
+    from adaptk.monitor.errors import MonitorError
+
+    if drift.shifted:
+        print(f"adaptk monitor: routing drifted against {baseline_path} in layers {drift.shifted_layers}",
+              file=sys.stderr)
+        return EXIT_DRIFT
+    unjudged = [d.layer for d in drift.layers if not d.judged]
+    if unjudged:
+        raise MonitorError(f"--fail-on-drift: layers {unjudged} had fewer than {drift.config.min_tokens} tokens "
+                           "(here or in the baseline) and could not be judged; pass more text (raise --max-tokens)")
     return 0

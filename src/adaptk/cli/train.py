@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (default: the preset's recipe, else torch's choice)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt")
+    parser.add_argument("--allow-changed-config", action="store_true",
+                        help="with --resume: continue even if batch size, lr, seed, routing controls, text, ... "
+                             "differ from the checkpoint's (recorded under 'resumed' in train_summary.json)")
     parser.add_argument("--log-every", type=int, default=25, help="health log interval (steps)")
     parser.add_argument("--ckpt-every", type=int, default=200, help="checkpoint interval (steps)")
     parser.add_argument("--eval-batches", type=int, default=40, help="validation batches (of up to 8 windows)")
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset, out=args.out, corpus=args.corpus, text_files=tuple(args.text_file),
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
         warmup_steps=args.warmup_steps, vocab_size=args.vocab_size, seed=args.seed, threads=args.threads,
-        overwrite=args.overwrite, resume=args.resume, log_every=args.log_every, ckpt_every=args.ckpt_every,
+        overwrite=args.overwrite, resume=args.resume, allow_changed_config=args.allow_changed_config, log_every=args.log_every, ckpt_every=args.ckpt_every,
         eval_batches=args.eval_batches, keep_checkpoints=args.keep_checkpoints,
         progress=not args.no_progress, controls=controls,
     )

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from adaptk.errors import PolicyError
-from adaptk.routing.entropy import routing_entropy, tempered
+from adaptk.routing.entropy import entropy_nats, tempered
 from adaptk.routing.select import RoutingDecision, decide
 
 POLICIES: dict[str, type[Policy]] = {}
@@ -261,7 +261,7 @@ class EntropyThreshold(Policy):
         if self.temperature == 1.0 and entropy is not None:
             h = entropy  # [T], computed once by the caller
         else:
-            h = routing_entropy(tempered(probs, float(self.temperature)))  # [T]
+            h = entropy_nats(tempered(probs.float(), float(self.temperature)))  # [T], softmax output: unchecked
         key = (probs.device, layer)
         if key not in self._table:
             th = torch.tensor(self.layer_thresholds(layer), dtype=torch.float32, device=probs.device)

@@ -27,7 +27,12 @@ def active_parameters(model) -> tuple[int, int]:
     return total, total - routed + routed * k // n
 
 
-def summarise(cfg, model, texts, history, valid, warnings, train_time, train_tokens) -> dict:
+def summarise(cfg, model, texts, history, valid, warnings, train_time, train_tokens,
+              resumed: list[dict] | None = None, tokens_seen: int | None = None) -> dict:
+    """The run summary. ``resumed``: one ``{"step", "changed"}`` record per ``--resume`` (the values
+    that differed from the checkpoint's, ``"unknown"`` for a checkpoint that did not record them);
+    ``config`` holds the values of the last segment. ``tokens_seen``: counted over all segments
+    (default: steps x batch x sequence length)."""
     total, active = active_parameters(model)
     tail = history[-50:]
     train_loss = sum(tail) / max(len(tail), 1)
@@ -46,7 +51,8 @@ def summarise(cfg, model, texts, history, valid, warnings, train_time, train_tok
                       "tokens_evaluated": valid["tokens"]},
         },
         "steps": len(history),
-        "tokens_seen": len(history) * cfg.batch_size * cfg.seq_len,
+        "tokens_seen": len(history) * cfg.batch_size * cfg.seq_len if tokens_seen is None else tokens_seen,
+        "resumed": list(resumed or []),
         "train_time_s": round(train_time, 1),
         "final_train_loss": train_loss,
         "final_train_ppl": math.exp(train_loss),
@@ -74,8 +80,22 @@ def _routing_table(layers: list[dict]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_card(out: Path, cfg, model, texts, history, valid, warnings, train_time, train_tokens) -> dict:
-    s = summarise(cfg, model, texts, history, valid, warnings, train_time, train_tokens)
+def _resume_lines(resumed: list[dict]) -> str:
+    """Recipe lines of the resumes that changed values (none when every resume kept the recipe)."""
+    lines = []
+    for r in resumed:
+        if r["changed"] == "unknown":
+            lines.append(f"- resumed at step {r['step']} from a checkpoint that did not record its config "
+                         "(the recipe before it is unknown)\n")
+        elif r["changed"]:
+            what = ", ".join(f"{k} {v['checkpoint']} -> {v['given']}" for k, v in r["changed"].items())
+            lines.append(f"- resumed at step {r['step']} with changed values: {what} (above: the final values)\n")
+    return "".join(lines)
+
+
+def write_card(out: Path, cfg, model, texts, history, valid, warnings, train_time, train_tokens,
+               resumed: list[dict] | None = None, tokens_seen: int | None = None) -> dict:
+    s = summarise(cfg, model, texts, history, valid, warnings, train_time, train_tokens, resumed, tokens_seen)
     (out / SUMMARY_FILE).write_text(json.dumps(s, indent=2) + "\n")
     c = cfg.controls
     card = f"""---
@@ -99,7 +119,7 @@ Parameters: {s['parameters']:,} total, {s['active_parameters']:,} active per tok
   temperature {c.temperature_start} -> {c.temperature_end}, dense steps {c.dense_steps}, sparsify steps {c.sparsify_steps},
   capacity factor {c.capacity_factor or 'unlimited'}
 - training time {s['train_time_s']:.0f} s on {torch.get_num_threads()} CPU threads
-
+{_resume_lines(s['resumed'])}
 ## Data
 
 - train: `{texts.train.name}`, sha256 `{s['data']['train']['sha256']}` ({s['data']['train']['tokens']:,} tokens)

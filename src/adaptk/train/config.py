@@ -76,6 +76,7 @@ class TrainConfig:
     vocab_size: int = 4096
     overwrite: bool = False
     resume: bool = False
+    allow_changed_config: bool = False  # on resume: accept (and record) changed run values
     log_every: int = 25
     ckpt_every: int = 200
     eval_batches: int = 40
@@ -104,6 +105,8 @@ class TrainConfig:
             raise TrainConfigError(f"vocab_size must be >= 300, got {self.vocab_size}")
         if self.overwrite and self.resume:
             raise TrainConfigError("--overwrite and --resume contradict each other; pick one")
+        if self.allow_changed_config and not self.resume:
+            raise TrainConfigError("--allow-changed-config applies only with --resume; drop it or add --resume")
 
     def to_dict(self) -> dict:
         d = asdict(self)

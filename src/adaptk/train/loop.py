@@ -187,6 +187,13 @@ def train(cfg: TrainConfig) -> Path:
         _prepare_out(cfg)  # raises OutputExistsError before any work
     preset = PRESETS[cfg.preset]
     resume = ckpt.load(out) if cfg.resume else None
+    run_config = ckpt.run_config(cfg, texts)
+    resumed: list[dict] = []
+    if resume is not None:  # before any work: a changed value is refused (or recorded, when allowed)
+        record = ckpt.resume_record(resume, run_config, cfg.allow_changed_config, ckpt.ckpt_path(out))
+        resumed = [*resume.get("resumed", []), record]
+        if record["changed"]:
+            log.warning("resuming at step %s with changed values: %s", record["step"], record["changed"])
     tok = load_tokenizer(out) if resume is not None else train_bpe(texts.train.text, cfg.vocab_size)
     train_w = TokenWindows(encode(tok, texts.train.text), cfg.seq_len, cfg.batch_size, cfg.seed)
     valid_w = TokenWindows(encode(tok, texts.valid.text), cfg.seq_len, min(cfg.batch_size, 8), cfg.seed, "validation")
@@ -200,15 +207,12 @@ def train(cfg: TrainConfig) -> Path:
     detector = CollapseDetector()
     history: list[float] = []
     start_step, elapsed = 0, 0.0
+    tokens_seen = 0
     if resume is not None:
-        if resume["preset"] != cfg.preset or resume["steps"] != cfg.steps:
-            raise TrainConfigError(
-                f"--resume: the checkpoint is for preset {resume['preset']} with {resume['steps']} steps; "
-                "resume with the same --preset and --steps"
-            )
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         start_step, elapsed, history = resume["step"], resume["elapsed"], resume["history"]
+        tokens_seen = resume.get("tokens_seen", start_step * cfg.batch_size * cfg.seq_len)
         state.bias = resume["bias"]
         detector.load_state_dict(resume["detector"])
         ckpt.set_rng_state(resume["rng"])
@@ -238,6 +242,7 @@ def train(cfg: TrainConfig) -> Path:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             history.append(float(lm_loss.detach()))
+            tokens_seen += ids.numel()
             if wrapper is not None:
                 for i, cap in enumerate(state.captured):
                     loads[i].add(cap.indices, cap.keep)
@@ -271,6 +276,7 @@ def train(cfg: TrainConfig) -> Path:
                     "preset": cfg.preset, "steps": cfg.steps, "step": done, "elapsed": wall,
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
                     "bias": state.bias, "detector": detector.state_dict(), "rng": ckpt.rng_state(),
+                    "config": run_config, "resumed": resumed, "tokens_seen": tokens_seen,
                 })
     finally:
         bar.close()
@@ -283,7 +289,8 @@ def train(cfg: TrainConfig) -> Path:
         return out
     valid = evaluate(model, valid_w, cfg.eval_batches, preset.moe)
     model.save_pretrained(str(out))
-    write_card(out, cfg, model, texts, history, valid, warnings, train_time, len(train_w) * cfg.seq_len)
+    write_card(out, cfg, model, texts, history, valid, warnings, train_time, len(train_w) * cfg.seq_len,
+               resumed=resumed, tokens_seen=tokens_seen)
     if not cfg.keep_checkpoints:
         shutil.rmtree(out / ckpt.CKPT_DIR, ignore_errors=True)
     return out
