@@ -43,10 +43,11 @@ def monitor_ids(model: nn.Module, ids: list[int], monitor: RoutingMonitor | None
 
 
 def monitor_text(model_dir: str | Path, text: str, *, policy=None, window: int = 256, batch_size: int = 8,
-                 max_tokens: int | None = None, config: MonitorConfig | None = None) -> MonitorReport:
+                 max_tokens: int | None = None, config: MonitorConfig | None = None,
+                 strict: bool = False) -> MonitorReport:
     """Load ``model_dir`` (model and tokenizer), optionally patch it with ``policy`` (a policy, or
-    the path of an ``adaptk calibrate`` policy file, checked against the model), and return the
-    routing statistics of ``text``."""
+    the path of an ``adaptk calibrate`` policy file, checked against the model; ``strict``: refuse
+    one calibrated on other weights), and return the routing statistics of ``text``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import adaptk
@@ -56,7 +57,7 @@ def monitor_text(model_dir: str | Path, text: str, *, policy=None, window: int =
     if isinstance(policy, str | Path):
         from adaptk.calibrate import load_policy
 
-        policy = load_policy(policy, model)
+        policy = load_policy(policy, model, strict=strict)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     monitor = RoutingMonitor(config)
     if policy is not None:
