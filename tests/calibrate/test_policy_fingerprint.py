@@ -44,6 +44,11 @@ def test_weights_fingerprint_recorded(tmp_path, mixtral):
     assert weights_fingerprint(other_checkpoint(mixtral)) != pf.model.weights_sha256
 
 
+def test_same_checkpoint_in_bfloat16_has_the_same_fingerprint(mixtral):
+    assert weights_fingerprint(copy.deepcopy(mixtral).to(torch.bfloat16)) == weights_fingerprint(mixtral)
+    assert weights_fingerprint(other_checkpoint(mixtral).to(torch.bfloat16)) != weights_fingerprint(mixtral)
+
+
 def test_fingerprint_covers_routers_only_and_their_biases(mixtral):
     fp = weights_fingerprint(mixtral)
     m = copy.deepcopy(mixtral)

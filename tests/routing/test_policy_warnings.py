@@ -76,6 +76,7 @@ def test_k_above_native_is_warned(caplog, policy):
 
 
 @pytest.mark.parametrize("policy", [FixedTopK(1), FixedTopK(2), EntropyThreshold((1, 2), (1.0,)), TopP(0.5),
+                                    EntropyThreshold((2,), ()),  # one k value: fixed on purpose
                                     RatioSkip(0.3), EntropyThreshold((1, 2), (LOG8,))])
 def test_sensible_policies_are_not_warned(caplog, policy):
     assert _warnings(caplog, policy) == []

@@ -34,9 +34,11 @@ def router_tensors(layer: MoELayer) -> list[tuple[str, torch.Tensor]]:
 
 def weights_fingerprint(model: nn.Module, layers: list[MoELayer] | None = None) -> str | None:
     """sha256 over the routers' weights (and biases) of every MoE layer, in layer order, each
-    tensor as float32 little-endian bytes. Routers are small (N x hidden per layer), so this is
-    cheap even for large models. None when a router's weights are not materialised (meta
-    device, offloaded): the weights cannot be checked then."""
+    tensor rounded to bfloat16 and hashed as its little-endian bytes. The rounding makes the
+    same checkpoint loaded in float32 or bfloat16 one fingerprint; a fine-tune or another seed
+    moves router weights by far more than bfloat16's 2^-8 relative step. Routers are small
+    (N x hidden per layer), so this is cheap even for large models. None when a router's weights
+    are not materialised (meta device, offloaded): the weights cannot be checked then."""
     layers = layers if layers is not None else find_moe_layers(model)
     h = hashlib.sha256()
     for layer in layers:
@@ -44,7 +46,8 @@ def weights_fingerprint(model: nn.Module, layers: list[MoELayer] | None = None) 
             if t.is_meta:
                 log.info("router tensor %s.%s is on the meta device: no weights fingerprint", layer.name, name)
                 return None
-            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes())
+            bits = t.detach().to(torch.bfloat16).cpu().contiguous().view(torch.int16).numpy()  # on device, then host
+            h.update(memoryview(bits.astype("<i2", copy=False)))
     return h.hexdigest()
 
 

@@ -83,7 +83,6 @@ class Policy:
     """Base class. Subclasses define ``name``, ``kmax`` and ``choose_k``."""
 
     name: ClassVar[str] = "policy"
-    fixed_by_design: ClassVar[bool] = False  # a fixed k is the point (FixedTopK): never warned about
 
     def kmax(self, native_k: int | None) -> int:
         raise NotImplementedError
@@ -140,6 +139,10 @@ class Policy:
         can vary from token to token (the default)."""
         return None
 
+    def fixed_by_design(self) -> bool:
+        """True when a fixed k is the point (FixedTopK, one k value): never warned about."""
+        return False
+
     def warnings_for(self, num_layers: int, num_experts: int, native_k: int | None) -> list[str]:
         """What is legal on a model of this shape but probably a mistake (pure: messages only):
         more experts than the model was trained with, or a policy that can never change k."""
@@ -150,7 +153,7 @@ class Policy:
                        f"top-{native_k}: tokens get more experts than in training; use k values of at most "
                        f"{native_k} unless this is intended")
         ks = [self.constant_k(i, num_experts, native_k) for i in range(max(num_layers, 1))]
-        if not self.fixed_by_design and all(k is not None for k in ks):
+        if not self.fixed_by_design() and all(k is not None for k in ks):
             what = f"k={ks[0]}" if len(set(ks)) == 1 else "a fixed k per layer (" + ", ".join(
                 f"layer {i}: {k}" for i, k in enumerate(ks)) + ")"
             out.append(f"{self.name} can never change k on this model (N={num_experts} experts): every token "
@@ -203,7 +206,6 @@ class FixedTopK(Policy):
     """The baseline: every token keeps its top ``k`` experts."""
 
     name: ClassVar[str] = "fixed_top_k"
-    fixed_by_design: ClassVar[bool] = True
     k: int
 
     def __post_init__(self) -> None:
@@ -215,6 +217,9 @@ class FixedTopK(Policy):
 
     def constant_k(self, layer, num_experts, native_k):
         return self.k
+
+    def fixed_by_design(self) -> bool:
+        return True
 
     def choose_k(self, probs, ranked, layer, native_k, entropy=None):
         return torch.full((probs.shape[0],), self.k, dtype=torch.long, device=probs.device)
@@ -301,6 +306,9 @@ class EntropyThreshold(Policy):
         if any(0 < t <= top for t in th):
             return None
         return self.k_values[sum(t <= 0 for t in th)]
+
+    def fixed_by_design(self) -> bool:
+        return len(self.k_values) == 1
 
     def _constant_hint(self, num_experts):
         return (f"Routing entropies lie in [0, log N = {math.log(num_experts):.4f}] nats, so a threshold must lie "
