@@ -175,7 +175,7 @@ def _check_weights(pf: PolicyFile, model: nn.Module, layers, where: str, strict:
     if actual == recorded:
         return
     msg = (f"{where} was calibrated on another checkpoint of this architecture: router weights fingerprint "
-           f"{short(recorded)} in the file, {short(actual)} for this model, so its thresholds were fitted on "
+           f"{short(recorded)} in the file, {short(actual)} for this model, so the policy was fitted on "
            "other weights and the average k and quality it records do not hold here; recalibrate on this "
            "model with `adaptk calibrate`")
     if strict:
