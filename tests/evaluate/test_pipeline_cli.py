@@ -54,8 +54,10 @@ def test_cli_calibrate_then_evaluate_policy(saved, tmp_path, capsys):
     rc = main(["calibrate", "--model", model, "--text-file", text, "--strategy", "ratio_skip_median",
                "--window", "32", "--max-tokens", "128", "--no-progress", "--out", str(pol)])
     assert rc == 0 and "ratio_skip" in capsys.readouterr().out
-    assert json.loads(pol.read_text())["version"] == 1
-    rc = main(["evaluate", "--model", model, "--text-file", text, "--policy", str(pol), *SMALL, "--sections", "",
+    written = json.loads(pol.read_text())
+    assert written["version"] == 2 and len(written["model"]["weights_sha256"]) == 64
+    rc = main(["evaluate", "--model", model, "--text-file", text, "--policy", str(pol), "--strict", *SMALL,
+               "--sections", "",
                "--out", str(tmp_path / "r")])
     assert rc == 0
 

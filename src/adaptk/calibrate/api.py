@@ -64,6 +64,9 @@ class CalibrateConfig:
                                    + (" (or --target-distribution)" if self.strategy == "percentile" else ""))
         if self.strategy == "theory" and not self.alphas:
             raise CalibrationError("strategy 'theory' needs --alphas (θ_i = α_i · log N)")
+        if self.alphas is not None and any(not a >= 0 for a in self.alphas):
+            raise CalibrationError(f"alphas must be >= 0 (θ_i = α_i · log N is an entropy, never negative), "
+                                   f"got {list(self.alphas)}")
         if self.strategy == "quality":
             QualityBudget(self.max_ppl_increase, self.max_kl, self.confidence)
 

@@ -1,28 +1,39 @@
 """The versioned policy file: a policy, the model it fits, and how it was found.
 
-Schema (pydantic, ``version`` = 1)::
+Schema (pydantic, ``version`` = 2)::
 
-    {"version": 1, "adaptk_version": "...", "model": {architecture, num_moe_layers,
-     num_experts[], native_k[]}, "policy": Policy.to_dict(), "calibration": {...}}
+    {"version": 2, "adaptk_version": "...", "model": {architecture, num_moe_layers,
+     num_experts[], native_k[], weights_sha256}, "policy": Policy.to_dict(), "calibration": {...}}
+
+``model.weights_sha256`` (new in version 2) is ``weights_fingerprint`` of the checkpoint the
+policy was calibrated on: its thresholds are fitted to those routers, and a policy loaded against
+another checkpoint of the same shape (a fine-tune, another seed) is warned about, or refused
+under ``strict=True``. Version 1 files (no weights fingerprint) still load, with a logged note.
+The version was bumped, not only a field added, so that an older adaptk refuses a new file with
+"newer than this adaptk understands; upgrade adaptk" rather than an unknown-field error.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from torch import nn
 
 from adaptk.calibrate.errors import PolicyFileError
-from adaptk.calibrate.fingerprint import fingerprint_diff, model_fingerprint
+from adaptk.calibrate.fingerprint import fingerprint_diff, model_fingerprint, short, weights_fingerprint
 from adaptk.errors import PolicyError
+from adaptk.models import find_moe_layers
 from adaptk.routing import Policy, policy_from_dict
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
 
 
 class ModelFingerprint(BaseModel):
@@ -31,6 +42,7 @@ class ModelFingerprint(BaseModel):
     num_moe_layers: int = Field(ge=1)
     num_experts: list[int]
     native_k: list[int]
+    weights_sha256: str | None = None  # version >= 2; None: the routers could not be read
 
 
 class CalibrationInfo(BaseModel):
@@ -50,6 +62,7 @@ class PolicyFile(BaseModel):
     model: ModelFingerprint
     policy: dict[str, Any]
     calibration: CalibrationInfo
+    _policy: Policy | None = PrivateAttr(default=None)
 
     @field_validator("version")
     @classmethod
@@ -62,17 +75,22 @@ class PolicyFile(BaseModel):
         return v
 
     def build_policy(self) -> Policy:
-        try:
-            return policy_from_dict(self.policy)
-        except PolicyError as exc:
-            raise PolicyFileError(f"policy file holds an invalid policy: {exc}") from exc
+        """The file's policy (built once: the same object each call, so that what was checked and
+        warned about on load is what gets patched in)."""
+        if self._policy is None:
+            try:
+                self._policy = policy_from_dict(self.policy)
+            except PolicyError as exc:
+                raise PolicyFileError(f"policy file holds an invalid policy: {exc}") from exc
+        return self._policy
 
 
 def make_policy_file(model: nn.Module, policy: Policy, calibration: dict) -> PolicyFile:
     from adaptk import __version__
 
     return PolicyFile(version=FORMAT_VERSION, adaptk_version=__version__,
-                      model=ModelFingerprint(**model_fingerprint(model)), policy=policy.to_dict(),
+                      model=ModelFingerprint(**model_fingerprint(model), weights_sha256=weights_fingerprint(model)),
+                      policy=policy.to_dict(),
                       calibration=CalibrationInfo(**calibration))
 
 
@@ -94,9 +112,13 @@ def save_policy_file(pf: PolicyFile, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_policy_file(path: str | os.PathLike, model: nn.Module | None = None) -> PolicyFile:
-    """Read and validate; with ``model``, also check that the file was made for such a model."""
+def load_policy_file(path: str | os.PathLike, model: nn.Module | None = None, *, strict: bool = False) -> PolicyFile:
+    """Read and validate; with ``model``, also check that the file was made for such a model
+    (``check_fits``: another shape is an error; other weights a warning, an error if ``strict``)."""
     path = Path(path)
+    if path.is_dir():
+        raise PolicyFileError(f"policy file {path} is a folder; pass a policy file "
+                              "(the JSON file written by `adaptk calibrate --out FILE`)")
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError as exc:
@@ -112,16 +134,50 @@ def load_policy_file(path: str | os.PathLike, model: nn.Module | None = None) ->
         raise PolicyFileError(f"policy file {path} is malformed: {msgs}") from exc
     pf.build_policy()
     if model is not None:
-        check_fits(pf, model, str(path))
+        check_fits(pf, model, f"policy file {path}", strict=strict)
     return pf
 
 
-def load_policy(path: str | os.PathLike, model: nn.Module) -> Policy:
+def load_policy(path: str | os.PathLike, model: nn.Module, *, strict: bool = False) -> Policy:
     """The policy of a policy file, after checking that the file fits ``model``."""
-    return load_policy_file(path, model).build_policy()
+    return load_policy_file(path, model, strict=strict).build_policy()
 
 
-def check_fits(pf: PolicyFile, model: nn.Module, where: str = "policy file") -> None:
+def check_fits(pf: PolicyFile, model: nn.Module, where: str = "policy file", *, strict: bool = False) -> None:
+    """Raise ``PolicyFileError`` when ``pf`` was made for a model of another shape, or holds a
+    policy that cannot route ``model``; warn (raise if ``strict``) when it was calibrated on other
+    weights; log the policy's warnings for this model (k above native k, a k that never changes)."""
+    layers = find_moe_layers(model)
     diff = fingerprint_diff(pf.model.model_dump(), model_fingerprint(model))
     if diff:
         raise PolicyFileError(f"{where} was made for another model: " + "; ".join(diff))
+    _check_weights(pf, model, layers, where, strict)
+    policy = pf.build_policy()
+    try:
+        for layer in layers:
+            policy.validate_for(len(layers), layer.num_experts, layer.native_k)
+    except PolicyError as exc:
+        raise PolicyFileError(f"{where} holds a policy that cannot route this model: {exc}") from exc
+
+
+def _check_weights(pf: PolicyFile, model: nn.Module, layers, where: str, strict: bool) -> None:
+    recorded = pf.model.weights_sha256
+    if recorded is None:
+        log.info("%s (format version %d) records no weights fingerprint: it cannot be checked that its "
+                 "thresholds were fitted on this checkpoint; recalibrate with `adaptk calibrate` to record one",
+                 where, pf.version)
+        return
+    actual = weights_fingerprint(model, layers)
+    if actual is None:
+        log.info("%s: the model's router weights are not loaded (meta device); weights fingerprint not checked",
+                 where)
+        return
+    if actual == recorded:
+        return
+    msg = (f"{where} was calibrated on another checkpoint of this architecture: router weights fingerprint "
+           f"{short(recorded)} in the file, {short(actual)} for this model, so the policy was fitted on "
+           "other weights and the average k and quality it records do not hold here; recalibrate on this "
+           "model with `adaptk calibrate`")
+    if strict:
+        raise PolicyFileError(msg)
+    log.warning("%s (pass strict=True / --strict to refuse)", msg)

@@ -74,7 +74,7 @@ def _thresholds_for_shares(h: torch.Tensor, shares: Sequence[float]) -> tuple[fl
     cum, out = 0.0, []
     for s in shares[:-1]:
         cum += s
-        out.append(_quantile(h, cum))
+        out.append(max(_quantile(h, cum), 0.0))  # entropies are >= 0: 0 already keeps every token above
     for i in range(1, len(out)):  # keep non-decreasing under float noise
         out[i] = max(out[i], out[i - 1])
     return tuple(out)

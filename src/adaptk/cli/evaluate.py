@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     C.add_text_args(parser, "calib-", "valid", "calibration (default: the evaluation corpus's valid split)")
     C.add_calibration_args(parser, "quality")
     parser.add_argument("--policy", help="evaluate this policy file instead of calibrating")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a --policy file calibrated on another checkpoint (default: warn)")
     parser.add_argument("--calib-tokens", type=int, default=16384)
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--match-tokens", type=int, default=4096, help="calibration tokens per matched-k check")
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                          sweep=SweepConfig(fractions=tuple(args.fractions),
                                            rules=tuple(r for r in args.rules.split(",") if r)))
     model, tok, path = load_model_and_tokenizer(args.model)
-    policy = load_policy_file(args.policy, model).build_policy() if args.policy else None
+    policy = load_policy_file(args.policy, model, strict=args.strict).build_policy() if args.policy else None
     eval_ids, eval_src = C.text_ids(args, "", tok)
     if any(getattr(args, f"calib_{k}") for k in ("corpus", "text_file", "dataset")):
         calib_ids, calib_src = C.text_ids(args, "calib_", tok)

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"with --baseline: exit {EXIT_DRIFT} when any layer shifted (to gate a deployment)")
     parser.add_argument("--save-baseline", metavar="OUT.json", help="save this text's routing profile as a baseline")
     parser.add_argument("--policy", help="policy JSON file: patch the model with it before monitoring")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a --policy file calibrated on another checkpoint (default: warn)")
     parser.add_argument("--window", type=int, default=256, help="tokens per sequence chunk (default 256)")
     parser.add_argument("--batch-size", type=int, default=8, help="chunks per forward batch (default 8)")
     parser.add_argument("--max-tokens", type=int, default=None, help="route at most this many tokens")
@@ -43,13 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_policy(path: str):
     import json
+    from pathlib import Path
 
     from adaptk.errors import PolicyError
     from adaptk.routing import policy_from_dict
 
+    if Path(path).is_dir():
+        raise PolicyError(f"--policy {path} is a folder; pass a policy file (the JSON file written by "
+                          "`adaptk calibrate --out FILE`, or a policy's to_dict() as JSON)")
     try:
         data = json.loads(open(path, encoding="utf-8").read())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PolicyError(f"cannot read policy file {path}: {exc}") from exc
     if isinstance(data, dict) and "version" in data:
         return path  # an `adaptk calibrate` policy file: validated against the model once it is loaded
@@ -84,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         text, source = read_text_file(args.text_file), str(args.text_file)
     policy = _load_policy(args.policy) if args.policy else None
     report = monitor_text(
-        args.model, text, policy=policy, window=args.window, batch_size=args.batch_size,
+        args.model, text, policy=policy, strict=args.strict, window=args.window, batch_size=args.batch_size,
         max_tokens=args.max_tokens, config=MonitorConfig(bins=args.bins, capacity_factor=args.capacity_factor),
     )
     out: dict = {"stats": report.to_dict()}

@@ -124,10 +124,15 @@ class Baseline:
     @classmethod
     def load(cls, path: str | Path) -> Baseline:
         path = Path(path)
+        if path.is_dir():
+            raise BaselineError(f"baseline file {path} is a folder; pass a baseline file (the JSON written by "
+                                "`adaptk monitor --save-baseline FILE`)")
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError as exc:
             raise BaselineError(f"baseline file {path} does not exist") from exc
+        except OSError as exc:
+            raise BaselineError(f"cannot read baseline file {path}: {exc.strerror or exc}") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BaselineError(f"baseline file {path} is not valid JSON: {exc}") from exc
         return cls.from_dict(data, where=f"baseline file {path}")
@@ -137,7 +142,9 @@ class Baseline:
         diffs = [f"{k}: baseline {self.fingerprint.get(k)!r}, model {fingerprint.get(k)!r}"
                  for k in _FP_KEYS if self.fingerprint.get(k) != fingerprint.get(k)]
         if diffs:
-            raise BaselineError("the baseline was recorded on another model (" + "; ".join(diffs) + ")")
+            raise BaselineError("the baseline was recorded on another model (" + "; ".join(diffs) + "): "
+                                "its histograms cannot be compared with this model's; record a baseline on "
+                                "this model with `adaptk monitor --save-baseline FILE`")
 
 
 @dataclass(frozen=True)
@@ -208,7 +215,7 @@ def layer_drift(base: LayerProfile, entropy_hist: list[int], expert_counts: list
 def score_drift(baseline: Baseline, report: MonitorReport, config: DriftConfig | None = None) -> DriftReport:
     """Score ``report`` (new traffic) against ``baseline`` layer by layer."""
     config = config or DriftConfig()
-    baseline.check_matches(report.fingerprint)
+    baseline.check_matches(report.fingerprint)  # first: another model's baseline says so, not "bins differ"
     if report.layers and len(report.layers[0].entropy_histogram) != baseline.bins:
         raise BaselineError(f"the baseline has {baseline.bins} entropy bins, the monitor "
                             f"{len(report.layers[0].entropy_histogram)}: use the same bins")

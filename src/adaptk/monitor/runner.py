@@ -47,10 +47,12 @@ def monitor_ids(model: nn.Module, ids: list[int], monitor: RoutingMonitor | None
 
 
 def monitor_text(model_dir: str | Path, text: str, *, policy=None, window: int = 256, batch_size: int = 8,
-                 max_tokens: int | None = None, config: MonitorConfig | None = None) -> MonitorReport:
+                 max_tokens: int | None = None, config: MonitorConfig | None = None,
+                 strict: bool = False) -> MonitorReport:
     """Load ``model_dir`` (model and tokenizer; a folder, "default" or a hub name, as every command
     reads ``--model``), optionally patch it with ``policy`` (a policy, or the path of an ``adaptk
-    calibrate`` policy file, checked against the model), and return the routing statistics of ``text``."""
+    calibrate`` policy file, checked against the model; ``strict``: refuse one calibrated on other
+    weights), and return the routing statistics of ``text``."""
     import adaptk
     from adaptk.evaluate.io import load_model_and_tokenizer
 
@@ -58,7 +60,7 @@ def monitor_text(model_dir: str | Path, text: str, *, policy=None, window: int =
     if isinstance(policy, str | Path):
         from adaptk.calibrate import load_policy
 
-        policy = load_policy(policy, model)
+        policy = load_policy(policy, model, strict=strict)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     monitor = RoutingMonitor(config)
     if policy is not None:

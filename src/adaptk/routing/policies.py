@@ -11,6 +11,7 @@ round-trip them through the registry ``POLICIES`` so that policy files stay load
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -22,7 +23,12 @@ from adaptk.errors import PolicyError
 from adaptk.routing.entropy import entropy_nats, tempered
 from adaptk.routing.select import RoutingDecision, decide
 
+log = logging.getLogger(__name__)
+
 POLICIES: dict[str, type[Policy]] = {}
+
+# entropies are computed in float32: a threshold this close above log N still counts as within range
+_LOG_N_TOL = 1e-4
 
 
 def register_policy(cls: type[Policy]) -> type[Policy]:
@@ -105,8 +111,10 @@ class Policy:
         ``choose_k``."""
         return None
 
-    def validate_for(self, num_layers: int, num_experts: int, native_k: int | None) -> None:
-        """Raise ``PolicyError`` if this policy cannot route a model of this shape."""
+    def validate_for(self, num_layers: int, num_experts: int, native_k: int | None, *, warn: bool = True) -> None:
+        """Raise ``PolicyError`` if this policy cannot route a model of this shape; with ``warn``,
+        log (once per policy object and message) what is legal but probably a mistake
+        (``warnings_for``)."""
         kmax = self.kmax(native_k)
         if kmax > num_experts:
             raise PolicyError(
@@ -119,6 +127,41 @@ class Policy:
                 f"{self.name} has per-layer parameters for {count} MoE layers but the model has "
                 f"{num_layers}; give exactly one entry per MoE layer"
             )
+        if warn:
+            logged = self.__dict__.setdefault("_warned", set())
+            for msg in self.warnings_for(num_layers, num_experts, native_k):
+                if msg not in logged:
+                    logged.add(msg)
+                    log.warning("%s", msg)
+
+    def constant_k(self, layer: int, num_experts: int, native_k: int | None) -> int | None:
+        """The k that every token gets on MoE layer ``layer`` whatever its routing, or None when k
+        can vary from token to token (the default)."""
+        return None
+
+    def fixed_by_design(self) -> bool:
+        """True when a fixed k is the point (FixedTopK, one k value): never warned about."""
+        return False
+
+    def warnings_for(self, num_layers: int, num_experts: int, native_k: int | None) -> list[str]:
+        """What is legal on a model of this shape but probably a mistake (pure: messages only):
+        more experts than the model was trained with, or a policy that can never change k."""
+        out = []
+        kmax = self.kmax(native_k)
+        if native_k is not None and kmax > native_k:
+            out.append(f"{self.name} keeps up to {kmax} experts per token but the model was trained with "
+                       f"top-{native_k}: tokens get more experts than in training; use k values of at most "
+                       f"{native_k} unless this is intended")
+        ks = [self.constant_k(i, num_experts, native_k) for i in range(max(num_layers, 1))]
+        if not self.fixed_by_design() and all(k is not None for k in ks):
+            what = f"k={ks[0]}" if len(set(ks)) == 1 else "a fixed k per layer (" + ", ".join(
+                f"layer {i}: {k}" for i, k in enumerate(ks)) + ")"
+            out.append(f"{self.name} can never change k on this model (N={num_experts} experts): every token "
+                       f"gets {what}. {self._constant_hint(num_experts)}")
+        return out
+
+    def _constant_hint(self, num_experts: int) -> str:
+        return "Use FixedTopK for a fixed k, or recalibrate with `adaptk calibrate`"
 
     def __call__(
         self,
@@ -134,7 +177,7 @@ class Policy:
         """
         if probs.dim() != 2:
             raise PolicyError(f"probs must be [tokens, experts], got shape {tuple(probs.shape)}")
-        self.validate_for(max(layer + 1, self.per_layer_count() or 0), probs.shape[-1], native_k)
+        self.validate_for(max(layer + 1, self.per_layer_count() or 0), probs.shape[-1], native_k, warn=False)
         p = probs.float()
         decision = decide(self, p, p, layer=layer, native_k=native_k, sorted_topk=True)
         vals = p.gather(1, decision.indices.clamp_max(p.shape[-1] - 1))
@@ -171,6 +214,12 @@ class FixedTopK(Policy):
 
     def kmax(self, native_k: int | None) -> int:
         return self.k
+
+    def constant_k(self, layer, num_experts, native_k):
+        return self.k
+
+    def fixed_by_design(self) -> bool:
+        return True
 
     def choose_k(self, probs, ranked, layer, native_k, entropy=None):
         return torch.full((probs.shape[0],), self.k, dtype=torch.long, device=probs.device)
@@ -219,6 +268,12 @@ class EntropyThreshold(Policy):
                 raise PolicyError(f"thresholds must be numbers{where}, got {list(row)}")
             if any(b < a for a, b in zip(row, row[1:])):
                 raise PolicyError(f"thresholds must be non-decreasing{where}, got {list(row)}")
+            if any(t < 0 for t in row):
+                raise PolicyError(
+                    f"thresholds must be >= 0{where}, got {list(row)}: they are routing entropies in nats, "
+                    "which are never negative (0 = all weight on one expert, log N = uniform); "
+                    "use 0 to always keep the larger k"
+                )
 
     def _is_per_layer(self) -> bool:
         return bool(self.thresholds) and isinstance(self.thresholds[0], tuple)
@@ -239,6 +294,38 @@ class EntropyThreshold(Policy):
 
     def kmax(self, native_k: int | None) -> int:
         return self.k_values[-1]
+
+    def constant_k(self, layer, num_experts, native_k):
+        """k = k_values[#thresholds <= H] for H in [0, log N]: constant unless a threshold lies in (0, log N]."""
+        th = torch.tensor(self.layer_thresholds(layer), dtype=torch.float32).tolist()  # as routing compares them
+        if not th:
+            return self.k_values[0]
+        if num_experts < 2:
+            return None
+        top = math.log(num_experts) + _LOG_N_TOL
+        if any(0 < t <= top for t in th):
+            return None
+        return self.k_values[sum(t <= 0 for t in th)]
+
+    def fixed_by_design(self) -> bool:
+        return len(self.k_values) == 1
+
+    def _constant_hint(self, num_experts):
+        return (f"Routing entropies lie in [0, log N = {math.log(num_experts):.4f}] nats, so a threshold must lie "
+                f"in (0, {math.log(num_experts):.4f}] to separate tokens (got {list(self.thresholds)}): "
+                "recalibrate with `adaptk calibrate`, or use FixedTopK for a fixed k")
+
+    def warnings_for(self, num_layers, num_experts, native_k):
+        out = super().warnings_for(num_layers, num_experts, native_k)
+        if num_experts >= 2 and not any(m.startswith(f"{self.name} can never change k") for m in out):
+            top = math.log(num_experts) + _LOG_N_TOL
+            rows = self.thresholds if self._is_per_layer() else (self.thresholds,)
+            high = sorted({t for row in rows for t in row if t > top})
+            if high:
+                out.append(f"{self.name} thresholds {high} lie above log N = {math.log(num_experts):.4f} nats, "
+                           f"the largest routing entropy of N={num_experts} experts: the k values past them are "
+                           "never used")
+        return out
 
     def per_layer_count(self) -> int | None:
         return len(self.thresholds) if self._is_per_layer() else None
@@ -300,6 +387,10 @@ class TopP(Policy):
             raise PolicyError("TopP without max_k needs the model's native k: pass max_k=")
         return max(native_k, self.min_k)
 
+    def constant_k(self, layer, num_experts, native_k):
+        kmax = self.kmax(native_k)
+        return kmax if self.min_k >= kmax else None
+
     def choose_k(self, probs, ranked, layer, native_k, entropy=None):
         cum = ranked.cumsum(dim=-1)  # [T, K]
         k = (cum < self.p).sum(dim=-1) + 1  # first prefix whose mass reaches p
@@ -333,6 +424,14 @@ class RatioSkip(Policy):
         if native_k is None:
             raise PolicyError("RatioSkip without max_k needs the model's native k: pass max_k=")
         return native_k
+
+    def constant_k(self, layer, num_experts, native_k):
+        """beta = 0 keeps all max_k experts; max_k = 1 keeps one."""
+        kmax = self.kmax(native_k)
+        if kmax == 1:
+            return 1
+        betas = self.beta if isinstance(self.beta, tuple) else (self.beta,) * (layer + 1)
+        return kmax if layer < len(betas) and betas[layer] == 0 else None
 
     def per_layer_count(self) -> int | None:
         return len(self.beta) if isinstance(self.beta, tuple) else None
