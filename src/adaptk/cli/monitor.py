@@ -20,7 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="valid", choices=["train", "valid", "test"],
                         help="split of --corpus (default valid)")
     parser.add_argument("--baseline", help="score the text against this baseline JSON (which layers shifted)")
-    parser.add_argument("--save-baseline", metavar="OUT.json", help="save this text's routing profile as a baseline")
+    parser.add_argument("--save-baseline", metavar="OUT.json",
+                        help="save this text's routing profile as a baseline (an existing file only if it is an "
+                             "adaptk baseline)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --save-baseline: replace the file even if it is not an adaptk baseline")
     parser.add_argument("--policy", help="policy JSON file: patch the model with it before monitoring")
     parser.add_argument("--window", type=int, default=256, help="tokens per sequence chunk (default 256)")
     parser.add_argument("--batch-size", type=int, default=8, help="chunks per forward batch (default 8)")
@@ -75,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         raise MonitorError("--window must be >= 2 and --batch-size >= 1")
     drift_cfg = DriftConfig(psi_threshold=args.psi_threshold, js_threshold=args.js_threshold)
     baseline = Baseline.load(args.baseline) if args.baseline else None  # reject bad files before loading a model
+    if args.save_baseline:
+        Baseline.check_save(args.save_baseline, args.overwrite)  # and a bad output path
     if args.corpus:
         from adaptk.data.corpus import load_text
 
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if drift is not None:
         out["drift"] = drift.to_dict()
     if args.save_baseline:
-        Baseline.from_report(report, source=source).save(args.save_baseline)
+        Baseline.from_report(report, source=source).save(args.save_baseline, overwrite=args.overwrite)
         log.info("baseline saved to %s", args.save_baseline)
     if args.json:
         print(json.dumps(out, indent=1))
