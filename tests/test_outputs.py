@@ -152,6 +152,9 @@ def test_checks_write_nothing(tmp_path):
     O.check_folder(tmp_path / "a" / "b", "report")
     O.check_file(tmp_path / "c" / "p.json", "policy", _is_own)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_checks_see_missing_permission(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)

@@ -132,11 +132,12 @@ def _remove(entry: Path) -> None:
         log.warning("cannot remove stale adaptk temp entry %s: %s", entry, exc)
 
 
-def clean_stale_temps(folder: Path, name: str = "", legacy: tuple[re.Pattern[str], ...] = ()) -> list[Path]:
+def clean_stale_temps(folder: Path, name: str = "", legacy: tuple[re.Pattern[str], ...] = (), *,
+                      current: bool = True) -> list[Path]:
     """Remove adaptk's own stale temp entries in ``folder`` (those of target ``name``, or a folder's
-    staging when ``name`` is empty), and entries of older versions matching ``legacy`` patterns that
-    are older than an hour. Returns what was removed."""
-    pattern = _tmp_pattern(name)
+    staging when ``name`` is empty; none with ``current=False``), and entries of older versions
+    matching ``legacy`` patterns that are older than an hour. Returns what was removed."""
+    pattern = _tmp_pattern(name) if current else re.compile(r"(?!)")
     removed = []
     try:
         entries = list(folder.iterdir())
@@ -358,7 +359,7 @@ def write_folder(path: str | os.PathLike, kind: str, files: Mapping[str, str | b
     except OSError as exc:
         raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
     clean_stale_temps(out)
-    clean_stale_temps(out.parent, "", legacy_folder_temps(out.name))
+    clean_stale_temps(out.parent, "", legacy_folder_temps(out.name), current=False)  # older versions' only
     old = read_marker(out) if state == "own" else None
     old_files = old["files"] if old else []
     track = state != "other-kind"  # another kind's marker is left as it is
