@@ -190,8 +190,28 @@ def _safe_relpath(name: str) -> bool:
         and "\\" not in name
 
 
+# kind -> recogniser of a folder written by an adaptk version before the marker: the list of its
+# files when every entry of the folder is such a file (recognised by name and content), else None
+LEGACY: dict[str, Callable[[Path], list[str] | None]] = {}
+
+
+def register_legacy(kind: str, recognise: Callable[[Path], list[str] | None]) -> None:
+    LEGACY[kind] = recognise
+
+
+def legacy_files(path: Path, kind: str) -> list[str] | None:
+    recognise = LEGACY.get(kind)
+    if recognise is None or read_marker(path) is not None:
+        return None
+    try:
+        return recognise(path)
+    except Exception:  # unreadable or unexpected content: not an old adaptk folder
+        return None
+
+
 def folder_state(path: Path, kind: str) -> str:
-    """'new', 'empty', 'own' (an adaptk folder of ``kind``), 'other-kind' or 'foreign'."""
+    """'new', 'empty', 'own' (an adaptk folder of ``kind``, or one an older adaptk wrote before the
+    marker existed, see :func:`register_legacy`), 'other-kind' or 'foreign'."""
     if not path.exists():
         return "new"
     entries = [e for e in path.iterdir() if not _tmp_pattern().match(e.name)]  # adaptk's temps do not count
@@ -199,8 +219,17 @@ def folder_state(path: Path, kind: str) -> str:
         return "empty"
     marker = read_marker(path)
     if marker is None:
-        return "foreign"
+        return "own" if legacy_files(path, kind) is not None else "foreign"
     return "own" if marker["kind"] == kind else "other-kind"
+
+
+def entries_are(path: Path, names: set[str], required: str) -> list[str] | None:
+    """For legacy recognisers: the entries of ``path`` (adaptk temps aside) when all are files named
+    in ``names`` and ``required`` is one of them, else None."""
+    found = [e for e in path.iterdir() if not _tmp_pattern().match(e.name)]
+    if all(e.is_file() and not e.is_symlink() and e.name in names for e in found) and (path / required).is_file():
+        return sorted(e.name for e in found)
+    return None
 
 
 def check_folder(path: str | os.PathLike, kind: str, *, overwrite: bool = False, reuse_own: bool = True,
@@ -361,7 +390,7 @@ def write_folder(path: str | os.PathLike, kind: str, files: Mapping[str, str | b
     clean_stale_temps(out)
     clean_stale_temps(out.parent, "", legacy_folder_temps(out.name), current=False)  # older versions' only
     old = read_marker(out) if state == "own" else None
-    old_files = old["files"] if old else []
+    old_files = old["files"] if old else (legacy_files(out, kind) or [] if state == "own" else [])
     track = state != "other-kind"  # another kind's marker is left as it is
     stage = None
     try:

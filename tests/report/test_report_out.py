@@ -161,3 +161,23 @@ def test_property_report_cli_never_touches_foreign_files(results_json, tmp_path_
             assert after.get(path) == data, f"{path} was changed or deleted"
     assert not [p for p in root.rglob("*") if TMP_TAG in p.name]
     shutil.rmtree(root)
+
+
+def test_report_folder_of_an_older_adaptk_is_recognised(results_json, tmp_path, capsys):
+    """A report an adaptk without the marker wrote (report files only) is re-written without
+    --overwrite; the same names next to a file of the user's are not."""
+    old = tmp_path / "adaptk-report"
+    old.mkdir()
+    shutil.copy(results_json, old / "results.json")
+    (old / "report.html").write_text("old")
+    (old / "pareto.png").write_bytes(b"old plot this run does not make")
+    assert main(["report", str(old / "results.json"), "--out", str(old)]) == 0
+    assert (old / "report.html").read_text() != "old" and not (old / "pareto.png").exists()
+    assert json.loads((old / MARKER).read_text())["kind"] == "report"
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(results_json, mixed / "results.json")
+    (mixed / "thesis.txt").write_text("x")
+    assert main(["report", str(results_json), "--out", str(mixed)]) == 2
+    _one_line_error(capsys, "--overwrite")
+    assert sorted(p.name for p in mixed.iterdir()) == ["results.json", "thesis.txt"]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adaptk.outputs import check_folder, write_folder
+from adaptk.outputs import check_folder, entries_are, register_legacy, write_folder
 
 
 def _ms(s: float) -> str:
@@ -140,6 +140,18 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 KIND = "bench"
+
+
+def _legacy_bench(folder: Path) -> list[str] | None:
+    """A bench folder of an adaptk version before the output marker: bench.json (+ bench.md) only."""
+    names = entries_are(folder, {"bench.json", "bench.md"}, "bench.json")
+    if names is None:
+        return None
+    data = json.loads((folder / "bench.json").read_text())
+    return names if isinstance(data, dict) and {"environment", "layers"} <= data.keys() else None
+
+
+register_legacy(KIND, _legacy_bench)
 
 
 def check_out(out_dir: str | Path, overwrite: bool = False) -> Path:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from adaptk.errors import AdaptkError
-from adaptk.outputs import OutputError, OutputExistsError, check_folder, write_folder
+from adaptk.outputs import OutputError, OutputExistsError, check_folder, entries_are, register_legacy, write_folder
 from adaptk.report import plots
 from adaptk.report.render import html_page, markdown
 
@@ -20,6 +20,20 @@ KIND = "report"
 
 class ReportError(AdaptkError, OSError):
     """The report cannot be written (or the results cannot be read)."""
+
+
+def _legacy_report(folder: Path) -> list[str] | None:
+    """A report folder of an adaptk version before the output marker: nothing but report files,
+    with a results.json that is an evaluation's."""
+    names = entries_are(folder, {"results.json", "report.html", "summary.md", *(f"{n}.png" for n in plots.PLOTS)},
+                        "results.json")
+    if names is None:
+        return None
+    data = json.loads((folder / "results.json").read_text())
+    return names if isinstance(data, dict) and {"meta", "baseline", "calibrated"} <= data.keys() else None
+
+
+register_legacy(KIND, _legacy_report)
 
 
 def check_report_out(out: str | os.PathLike, overwrite: bool = False) -> Path:
