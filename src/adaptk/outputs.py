@@ -12,7 +12,8 @@ Folder outputs (a report, a bench result, a training run)
     only and deleting nothing else; in a foreign folder it then writes its marker, in another kind's
     adaptk folder it leaves that marker as it is (so the other kind's files stay tracked).
     Some kinds (a training run, which holds a model) set ``reuse_own=False``: even their own folder
-    needs ``overwrite=True``.
+    needs ``overwrite=True``. A folder an adaptk before the marker wrote counts as its own when a
+    recogniser registered for the kind (:func:`register_legacy`) finds nothing but that kind's files.
 
     Each file is first written in full into a staging folder ``.adaptk-tmp-<host>-<pid>-<random>``
     inside the target folder (same file system), then renamed into place one by one. A failure
