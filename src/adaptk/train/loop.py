@@ -72,9 +72,9 @@ def _prepare_out(cfg: TrainConfig) -> dict:
         return snapshot(cfg.out)
     check_out(cfg)
     out, before = prepare_folder(cfg.out, RUN_KIND, overwrite=cfg.overwrite, reuse_own=False)
-    for own_name in (out / HEALTH_FILE, ckpt.ckpt_path(out)):
-        if own_name.is_file():
-            own_name.unlink()
+    for same_name in (out / HEALTH_FILE, ckpt.ckpt_path(out)):  # appended to / resumed from: replace
+        if same_name.is_file():
+            same_name.unlink()
     return before
 
 
