@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from adaptk.outputs import check_folder, entries_are, register_legacy, write_folder
+
 
 def _ms(s: float) -> str:
     return f"{s * 1e3:.2f}" if s < 1 else f"{s * 1e3:.0f}"
@@ -137,10 +139,29 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    jpath, mpath = out / "bench.json", out / "bench.md"
-    jpath.write_text(json.dumps(result, indent=2, default=str))
-    mpath.write_text(render_markdown(result))
-    return jpath, mpath
+KIND = "bench"
+
+
+def _legacy_bench(folder: Path) -> list[str] | None:
+    """A bench folder of an adaptk version before the output marker: bench.json (+ bench.md) only."""
+    names = entries_are(folder, {"bench.json", "bench.md"}, "bench.json")
+    if names is None:
+        return None
+    data = json.loads((folder / "bench.json").read_text())
+    return names if isinstance(data, dict) and {"environment", "layers"} <= data.keys() else None
+
+
+register_legacy(KIND, _legacy_bench)
+
+
+def check_out(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Validate the bench folder without writing (before the long run); see :mod:`adaptk.outputs`."""
+    return check_folder(out_dir, KIND, overwrite=overwrite)
+
+
+def write(result: dict[str, Any], out_dir: str | Path, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """bench.json and bench.md into ``out_dir``: only a new, empty or adaptk bench folder, unless
+    ``overwrite`` (then same-named files are replaced, nothing else is touched)."""
+    out = write_folder(out_dir, KIND, {"bench.json": json.dumps(result, indent=2, default=str),
+                                       "bench.md": render_markdown(result)}, overwrite=overwrite)
+    return out / "bench.json", out / "bench.md"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from adaptk.calibrate.errors import PolicyFileError
 from adaptk.calibrate.fingerprint import fingerprint_diff, model_fingerprint, short, weights_fingerprint
 from adaptk.errors import PolicyError
 from adaptk.models import find_moe_layers
+from adaptk.outputs import OutputError, OutputExistsError, check_file, json_is_own, write_file
 from adaptk.routing import Policy, policy_from_dict
 
 log = logging.getLogger(__name__)
@@ -94,22 +94,33 @@ def make_policy_file(model: nn.Module, policy: Policy, calibration: dict) -> Pol
                       calibration=CalibrationInfo(**calibration))
 
 
-def save_policy_file(pf: PolicyFile, path: str | os.PathLike) -> Path:
-    """Write atomically (temp file in the same folder, then rename): never a partial file."""
-    path = Path(path)
+def _is_policy_file(data: dict) -> bool:
+    return "version" in data and isinstance(data.get("policy"), dict) and isinstance(data.get("model"), dict)
+
+
+is_policy_file = json_is_own(_is_policy_file)
+
+
+def check_policy_out(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Validate where a policy file will go, without writing: an existing file is replaced only if it
+    is an adaptk policy file, or with ``overwrite``; a folder, or a file in the way, is refused."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".adaptk-", suffix=".json", dir=path.parent)
-    except OSError as exc:
-        raise PolicyFileError(f"cannot write policy file {path}: {exc.strerror or exc}") from exc
+        return check_file(path, "policy", is_policy_file, overwrite=overwrite)
+    except OutputExistsError:
+        raise
+    except OutputError as exc:
+        raise PolicyFileError(str(exc)) from exc
+
+
+def save_policy_file(pf: PolicyFile, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write atomically (temp file in the same folder, then rename): never a partial file, and never
+    over a file that is not an adaptk policy file unless ``overwrite`` (see :mod:`adaptk.outputs`)."""
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(pf.model_dump_json(indent=2))
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise PolicyFileError(f"cannot write policy file {path}: {exc.strerror or exc}") from exc
-    return path
+        return write_file(path, pf.model_dump_json(indent=2), "policy", is_policy_file, overwrite=overwrite)
+    except OutputExistsError:
+        raise
+    except OutputError as exc:
+        raise PolicyFileError(str(exc)) from exc
 
 
 def load_policy_file(path: str | os.PathLike, model: nn.Module | None = None, *, strict: bool = False) -> PolicyFile:

@@ -12,7 +12,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--full", dest="preset", action="store_const", const="full",
                        help="every shape: hidden 1024-4096, tokens 1-4096 (long)")
     parser.set_defaults(preset="quick")
-    parser.add_argument("--out", default=None, help="write bench.json and bench.md into this folder")
+    parser.add_argument("--out", default=None,
+                        help="write bench.json and bench.md into this folder (new, empty or an earlier adaptk bench)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="also write into a --out folder adaptk did not write: same-named files are replaced, "
+                             "nothing else in it is touched")
     parser.add_argument("--trials", type=int, default=None, help="timed trials per measurement (median)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up rounds")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
@@ -62,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from adaptk.bench import PRESETS, run_bench
-    from adaptk.bench.report import render_markdown, write
+    from adaptk.bench.report import check_out, render_markdown, write
 
+    if args.out:
+        check_out(args.out, args.overwrite)  # before the long run
     cfg = PRESETS[args.preset]()
     changes = {k: v for k, v in (("trials", args.trials), ("warmup", args.warmup), ("dtype", args.dtype),
                                  ("clock", args.clock),
@@ -83,6 +89,6 @@ def run(args: argparse.Namespace) -> int:
                        progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     print(render_markdown(result))
     if args.out:
-        jpath, mpath = write(result, args.out)
+        jpath, mpath = write(result, args.out, overwrite=args.overwrite)
         print(f"wrote {jpath} and {mpath}")
     return 0

@@ -15,22 +15,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quality-tokens", type=int, default=4096, help="tokens per verification/quality pass")
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--no-verify", action="store_true", help="skip the patched-run check of the average k")
-    parser.add_argument("--out", "-o", default="adaptk-policy.json", help="policy file to write")
+    parser.add_argument("--out", "-o", default="adaptk-policy.json",
+                        help="policy file to write (an existing file only if it is an adaptk policy file)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even if it is not an adaptk policy file")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     from adaptk.calibrate import calibrate, save_policy_file
+    from adaptk.calibrate.policy_file import check_policy_out
     from adaptk.evaluate import cliargs as C
     from adaptk.evaluate.io import load_model_and_tokenizer
 
+    check_policy_out(args.out, args.overwrite)  # before loading the model: a bad --out fails in a second
     C.set_threads(args)
     cfg = C.calibrate_config(args, max_tokens=args.max_tokens, quality_tokens=args.quality_tokens,
                              window=args.window, verify=not args.no_verify)
     model, tok, path = load_model_and_tokenizer(args.model)
     ids, source = C.text_ids(args, "", tok)
     out = calibrate(model, ids, cfg, progress=not args.no_progress)
-    save_policy_file(out.policy_file, args.out)
+    save_policy_file(out.policy_file, args.out, overwrite=args.overwrite)
     c = out.policy_file.calibration
     print(f"model: {path} ({out.policy_file.model.architecture}, {out.policy_file.model.num_moe_layers} MoE layers)")
     print(f"text: {source}, {c.tokens} tokens (sha256 {c.data_sha256[:12]}...)")

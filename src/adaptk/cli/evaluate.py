@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--match-on", choices=("calib", "eval"), default="eval",
                         help="match each rule's average k on the evaluation text (default: a compute-matched "
                              "comparison within 1%%; quality is never fit on it) or on calibration tokens")
-    parser.add_argument("--out", "-o", default="adaptk-report", help="report folder")
+    parser.add_argument("--out", "-o", default="adaptk-report",
+                        help="report folder: new, empty or an earlier adaptk report (only adaptk's files are replaced)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="also write into a --out folder adaptk did not write: same-named files are replaced, "
+                             "nothing else in it is touched")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -48,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from adaptk.evaluate.summary import short_table
     from adaptk.evaluate.sweep import SweepConfig
     from adaptk.report import write_report
+    from adaptk.report.write import check_report_out
 
     t0 = time.perf_counter()
+    check_report_out(args.out, args.overwrite)  # before loading the model: a bad --out fails in a second
     C.set_threads(args)
     sections = tuple(s for s in args.sections.split(",") if s.strip())
     cfg = EvaluateConfig(calib_tokens=args.calib_tokens, eval_tokens=args.eval_tokens, match_tokens=args.match_tokens,
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             "command": "adaptk evaluate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else None}
     results = run_evaluation(model, calib_ids, eval_ids, cfg, meta=meta, progress=not args.no_progress,
                              policy=policy)
-    out = write_report(results, args.out)
+    out = write_report(results, args.out, overwrite=args.overwrite)
     print(short_table(results))
     print(f"report: {out}/report.html (JSON: {out}/results.json) in {time.perf_counter() - t0:.1f} s")
     return 0

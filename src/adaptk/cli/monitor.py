@@ -29,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", help="score the text against this baseline JSON (which layers shifted)")
     parser.add_argument("--fail-on-drift", action="store_true",
                         help=f"with --baseline: exit {EXIT_DRIFT} when any layer shifted (to gate a deployment)")
-    parser.add_argument("--save-baseline", metavar="OUT.json", help="save this text's routing profile as a baseline")
+    parser.add_argument("--save-baseline", metavar="OUT.json",
+                        help="save this text's routing profile as a baseline (an existing file only if it is an "
+                             "adaptk baseline)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --save-baseline: replace the file even if it is not an adaptk baseline")
     parser.add_argument("--policy", help="policy JSON file: patch the model with it before monitoring")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a --policy file calibrated on another checkpoint (default: warn)")
@@ -80,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     drift_cfg = DriftConfig(psi_threshold=args.psi_threshold, js_threshold=args.js_threshold)
     baseline = Baseline.load(args.baseline) if args.baseline else None  # reject bad files before loading a model
     resolve_model(args.model)  # a bad --model path fails before the text is read
+    if args.save_baseline:
+        Baseline.check_save(args.save_baseline, args.overwrite)  # and a bad output path
     if args.corpus:
         from adaptk.data.corpus import load_text
 
@@ -98,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if drift is not None:
         out["drift"] = drift.to_dict()
     if args.save_baseline:
-        Baseline.from_report(report, source=source).save(args.save_baseline)
+        Baseline.from_report(report, source=source).save(args.save_baseline, overwrite=args.overwrite)
         log.info("baseline saved to %s", args.save_baseline)
     if args.json:
         print(json.dumps(out, indent=1))

@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the preset's recipe, else torch's choice)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing --out folder (an earlier run's, or any other): adaptk's own "
+                             "earlier files are replaced, nothing else in it is touched")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt")
     parser.add_argument("--allow-changed-config", action="store_true",
                         help="with --resume: continue even if batch size, lr, seed, routing controls, text, ... "
@@ -76,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         eval_batches=args.eval_batches, keep_checkpoints=args.keep_checkpoints,
         progress=not args.no_progress, controls=controls,
     )
+    from adaptk.train.loop import check_out
+
+    check_out(cfg)  # before any work
     out = train(cfg)
     logging.getLogger(__name__).info("model saved to %s", out)
     print(out)

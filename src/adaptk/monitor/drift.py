@@ -84,9 +84,23 @@ class Baseline:
         return {"format": BASELINE_FORMAT, "version": BASELINE_VERSION, "fingerprint": self.fingerprint,
                 "bins": self.bins, "source": self.source, "layers": [asdict(p) for p in self.layers]}
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+    @staticmethod
+    def check_save(path: str | Path, overwrite: bool = False, flag: str = "--save-baseline") -> Path:
+        """Validate where :meth:`save` will write, without writing (call it before routing any text):
+        an existing file is replaced only if it is an adaptk routing baseline, or with ``overwrite``."""
+        from adaptk.outputs import check_file, json_is_own
+
+        return check_file(path, "baseline", json_is_own(lambda d: d.get("format") == BASELINE_FORMAT),
+                          overwrite=overwrite, flag=flag)
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write atomically (temp file + rename); never over a file that is not an adaptk baseline
+        unless ``overwrite`` (see :mod:`adaptk.outputs`)."""
+        from adaptk.outputs import json_is_own, write_file
+
+        path = write_file(path, json.dumps(self.to_dict(), indent=1) + "\n", "baseline",
+                          json_is_own(lambda d: d.get("format") == BASELINE_FORMAT), overwrite=overwrite,
+                          flag="--save-baseline")
         log.info("saved routing baseline of %d layers to %s", len(self.layers), path)
         return path
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from adaptk.data.corpus import Corpus, load_corpus, split_lines, text_file_splits
 from adaptk.data.tokenizer import encode, load_tokenizer, train_bpe
 from adaptk.models import find_moe_layers
+from adaptk.outputs import check_folder, finish_folder, prepare_folder, snapshot
 from adaptk.train import checkpoint as ckpt
 from adaptk.train.batches import TokenWindows
 from adaptk.train.config import TrainConfig
@@ -28,6 +28,7 @@ from adaptk.train.router_wrap import RouterWrapper, RoutingState
 
 log = logging.getLogger(__name__)
 HEALTH_FILE = "health.jsonl"
+RUN_KIND = "train-run"
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,41 @@ def load_texts(cfg: TrainConfig) -> Texts:
     return Texts(load_corpus(cfg.corpus, "train"), load_corpus(cfg.corpus, "valid"))
 
 
-def _prepare_out(cfg: TrainConfig) -> None:
-    out = cfg.out
+def check_out(cfg: TrainConfig) -> None:
+    """Validate the output folder without writing (see :mod:`adaptk.outputs`): new or empty; an
+    earlier run's folder or any other folder only with --overwrite, which replaces adaptk's files
+    in it and never deletes anything else."""
     if cfg.resume:
         return
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            raise OutputExistsError(f"output folder {out} exists; pass --overwrite to replace it, or --resume to continue it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        check_folder(cfg.out, RUN_KIND, overwrite=cfg.overwrite, reuse_own=False)
+    except OutputExistsError as exc:
+        raise OutputExistsError(f"{exc}; or pass --resume to continue a stopped run") from None
+
+
+def _prepare_out(cfg: TrainConfig) -> dict:
+    """Create the output folder (after :func:`check_out`); returns a snapshot for ``finish_folder``.
+    Under --overwrite the earlier run's files (listed in its marker) are removed, and a health log
+    or checkpoint of the same name is replaced, not continued."""
+    if cfg.resume:
+        return snapshot(cfg.out)
+    check_out(cfg)
+    out, before = prepare_folder(cfg.out, RUN_KIND, overwrite=cfg.overwrite, reuse_own=False)
+    for same_name in (out / HEALTH_FILE, ckpt.ckpt_path(out)):  # appended to / resumed from: replace
+        if same_name.is_file():
+            same_name.unlink()
+    return before
+
+
+def _remove_checkpoint(out: Path) -> None:
+    """Remove the checkpoint this run wrote, and its folder if nothing else is in it."""
+    path = ckpt.ckpt_path(out)
+    for p in (path, path.with_suffix(".tmp")):
+        p.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass  # not empty (someone else's files) or already gone
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -183,8 +210,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     texts = load_texts(cfg)
     out = cfg.out
-    if not cfg.resume and not cfg.overwrite and out.exists() and any(out.iterdir()):
-        _prepare_out(cfg)  # raises OutputExistsError before any work
+    check_out(cfg)  # raises OutputExistsError before any work
     preset = PRESETS[cfg.preset]
     resume = ckpt.load(out) if cfg.resume else None
     run_config = ckpt.run_config(cfg, texts)
@@ -197,7 +223,7 @@ def train(cfg: TrainConfig) -> Path:
     tok = load_tokenizer(out) if resume is not None else train_bpe(texts.train.text, cfg.vocab_size)
     train_w = TokenWindows(encode(tok, texts.train.text), cfg.seq_len, cfg.batch_size, cfg.seed)
     valid_w = TokenWindows(encode(tok, texts.valid.text), cfg.seq_len, min(cfg.batch_size, 8), cfg.seed, "validation")
-    _prepare_out(cfg)  # only now: bad input leaves no folder behind
+    before = _prepare_out(cfg)  # only now: bad input leaves no folder behind
     if resume is None:
         tok.save_pretrained(str(out))
 
@@ -286,12 +312,14 @@ def train(cfg: TrainConfig) -> Path:
     train_time = elapsed + time.perf_counter() - t0
     if stop < cfg.steps:
         log.info("stopped after step %d of %d (checkpoint saved; continue with --resume)", stop, cfg.steps)
+        finish_folder(out, RUN_KIND, before)
         return out
     valid = evaluate(model, valid_w, cfg.eval_batches, preset.moe)
     model.save_pretrained(str(out))
     write_card(out, cfg, model, texts, history, valid, warnings, train_time, len(train_w) * cfg.seq_len,
                resumed=resumed, tokens_seen=tokens_seen)
     if not cfg.keep_checkpoints:
-        shutil.rmtree(out / ckpt.CKPT_DIR, ignore_errors=True)
+        _remove_checkpoint(out)
+    finish_folder(out, RUN_KIND, before)
     return out
 
