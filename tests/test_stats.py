@@ -1,8 +1,16 @@
 """``LayerStats``: small updates are folded later, with the counts one update of everything gives."""
 
+import json
+import math
+
+import numpy as np
+import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from threads import run_in_threads
 
+from adaptk.routing.statistic import Statistic, StatisticError
 from adaptk.stats import FOLD_TOKENS, LayerStats
 
 N, K = 6, 3
@@ -102,16 +110,6 @@ def test_threads_updating_one_layer_count_every_token():
 
 
 # ---- the Statistic protocol: merge, state_dict, a plain reference --------------------------------
-
-import json  # noqa: E402
-import math  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from adaptk.routing.statistic import Statistic, StatisticError  # noqa: E402
 
 KMAX = K + 2  # room in the k histogram past K: its offsets matter
 

@@ -2,7 +2,9 @@
 where the compiled C code writes it."""
 
 import ctypes
+import tempfile
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -138,9 +140,6 @@ def test_the_compiled_code_is_cached_per_header(monkeypatch):
 
     def compile_cached(name, key, steps, instead, suffix=".so"):
         keys.append((name, list(key)))
-        import tempfile
-        from pathlib import Path
-
         with tempfile.TemporaryDirectory() as tmp:
             steps(Path(tmp), Path(tmp) / "out")
             written.append(sorted(p.name for p in Path(tmp).iterdir()))
@@ -152,7 +151,8 @@ def test_the_compiled_code_is_cached_per_header(monkeypatch):
     original = native.source
     for header in (None, b"#define ADAPTK_MOMENT_SUM 0 /* changed */\n"):
         if header is not None:
-            monkeypatch.setattr(native, "source", lambda name: header if name == "counters.h" else original(name))
+            monkeypatch.setattr(native, "source",
+                                lambda name, h=header: h if name == "counters.h" else original(name))
         native.build("route_topk")
         binding.build()
     (c1, k1), (x1, kx1), (c2, k2), (x2, kx2) = keys

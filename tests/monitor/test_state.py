@@ -1,5 +1,6 @@
 """Sufficient statistics: numpy reference, exact merges, NaN masking, threads."""
 
+import json
 import math
 import threading
 
@@ -10,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptk.monitor import LayerState, MonitorError
+from adaptk.monitor.state import LayerStateError
+from adaptk.routing.statistic import Statistic, StatisticError
 
 N, K = 8, 2
 
@@ -131,11 +134,6 @@ def test_concurrent_updates_lose_no_counts():
 
 
 # ---- the Statistic protocol ---------------------------------------------------------------------
-
-import json  # noqa: E402
-
-from adaptk.monitor.state import LayerStateError  # noqa: E402
-from adaptk.routing.statistic import Statistic, StatisticError  # noqa: E402
 
 PER_BATCH = ("overflow_rate", "batches_with_overflow", "batches")  # capacity is per batch: not per token
 FLOATS = ("entropy_mean", "entropy_std", "entropy_normalized", "average_k", "load_cv", "max_over_mean", "gini",

@@ -18,7 +18,7 @@ from importlib import resources
 from adaptk.errors import AdaptkError
 
 HEADER = "counters.h"
-_DEFINE = re.compile(r"^#define[ \t]+(ADAPTK_\w+)(?:\(([^)]*)\))?[ \t]+(\S.*?)[ \t]*$", re.M)
+_DEFINE = re.compile(r"^#define[ \t]+(ADAPTK_\w+)(?:\(([^)]*)\))?[ \t]+(\S.*?)[ \t]*$", re.MULTILINE)
 _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b}
 
 

@@ -49,7 +49,7 @@ def source(name: str) -> bytes:
     return (resources.files("adaptk.experts") / "csrc" / name).read_bytes()
 
 
-_INCLUDE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]+"([\w.-]+)"', re.M)
+_INCLUDE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]+"([\w.-]+)"', re.MULTILINE)
 
 
 def headers(*codes: bytes) -> dict[str, bytes]:
