@@ -214,8 +214,9 @@ def test_merge_and_load_refuse_another_shape_and_change_nothing():
         ({**saved, "num_experts": N + 1}, "num_experts"),
         ({k: v for k, v in saved.items() if k != "expert_counts"}, "lacks expert_counts"),
         ({**saved, "expert_counts": saved["expert_counts"][:-1]}, "shape"),
-        ({**saved, "k_histogram": [-1] + saved["k_histogram"][1:]}, "negative"),
+        ({**saved, "k_histogram": [-1] + saved["k_histogram"][1:]}, "negative or not whole"),
         ({**saved, "entropy_sum": "x"}, "entropy_sum"),
+        ({**saved, "matmul_rows": [0.5] * N}, "not whole"),
         ([1, 2], "dict"),
     ]
     for state, match in bad:

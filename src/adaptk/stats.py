@@ -65,16 +65,19 @@ def saved_tensor(kind: str, key: str, value: Any, like: torch.Tensor,
     try:
         out = torch.tensor(value, dtype=like.dtype, device=like.device)
     except (TypeError, ValueError, RuntimeError, OverflowError) as err:
-        raise error(f"{kind}: the saved {key} is not {like.dtype} numbers of shape "
-                             f"{tuple(like.shape)}: {err}") from err
+        raise error(f"{kind}: the saved {key} is not {like.dtype} numbers of shape {tuple(like.shape)}: "
+                    f"{err}") from err
     if out.numel() == 0 == like.numel():
         out = out.reshape(like.shape)  # an empty list holds no shape: [] for [0, K]
     if out.shape != like.shape:
         raise error(f"{kind}: the saved {key} has shape {tuple(out.shape)}, this collector's "
-                             f"{tuple(like.shape)}")
-    if not out.is_floating_point() and bool((out < 0).any()):
-        raise error(f"{kind}: the saved {key} holds a negative count; pass a state_dict() of this "
-                             f"collector")
+                    f"{tuple(like.shape)}")
+    if not out.is_floating_point():  # counts: whole and not negative (torch.tensor truncates 1.5 to 1)
+        whole = torch.equal(torch.tensor(value, dtype=torch.float64, device=like.device).reshape(out.shape),
+                            out.double())
+        if not whole or bool((out < 0).any()):
+            raise error(f"{kind}: the saved {key} holds a count that is negative or not whole; pass a "
+                        f"state_dict() of this collector")
     return out
 
 

@@ -205,7 +205,7 @@ def test_bad_saved_states_and_merges_raise_and_change_nothing():
                        ({**saved, "capacity_factor": 2.0}, "capacity_factor"),
                        ({k: v for k, v in saved.items() if k != "h_m2"}, "lacks h_m2"),
                        ({**saved, "k_hist": saved["k_hist"][:-1]}, "k_hist"),
-                       ({**saved, "expert_counts": [-1] * N}, "negative"),
+                       ({**saved, "expert_counts": [-1] * N}, "negative or not whole"),
                        ({**saved, "prob_sum": "many"}, "prob_sum")]:
         with pytest.raises(LayerStateError, match=match):
             s.load_state_dict(bad)
