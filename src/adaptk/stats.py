@@ -224,10 +224,13 @@ class LayerStats:
 
     def compute(self) -> LayerReport:
         """The ``LayerReport`` of what was counted (what is pending folded first)."""
-        s = self._folded()
-        h_sum, h_sumsq = float(s["entropy_sum"]), float(s["entropy_sumsq"])
-        hist, experts = s["k_histogram"].tolist(), s["expert_counts"].tolist()
-        executed, nonfinite = int(s["matmul_rows"].sum()), int(s["nonfinite"])
+        lay = self.layout
+        with self.lock:  # read out under the lock, as few copies as can be (a sync on an accelerator)
+            self._fold()
+            moments = self.entropy_moments.tolist()
+            hist, experts = self.k_hist.tolist(), self.expert_counts.tolist()
+            executed, nonfinite = int(self.matmul_rows.sum()), int(self.nonfinite)
+        h_sum, h_sumsq = moments[lay.moment_sum], moments[lay.moment_sumsq]
         tokens = sum(hist)  # each token counted once, by its kept k
         mean = h_sum / tokens if tokens else float("nan")
         var = h_sumsq / tokens - mean * mean if tokens else float("nan")
