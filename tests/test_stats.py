@@ -1,8 +1,16 @@
 """``LayerStats``: small updates are folded later, with the counts one update of everything gives."""
 
+import json
+import math
+
+import numpy as np
+import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from threads import run_in_threads
 
+from adaptk.routing.statistic import Statistic, StatisticError
 from adaptk.stats import FOLD_TOKENS, LayerStats
 
 N, K = 6, 3
@@ -99,3 +107,128 @@ def test_threads_updating_one_layer_count_every_token():
     report = stats.report()
     assert report.tokens == sum(report.k_histogram) == report.k_histogram[1] == threads * calls
     assert report.expert_counts[1] == threads * calls and report.executed_pairs == threads * calls * 8
+
+
+# ---- the Statistic protocol: merge, state_dict, a plain reference --------------------------------
+
+KMAX = K + 2  # room in the k histogram past K: its offsets matter
+
+
+def _stats(kmax=KMAX, n=N):
+    return LayerStats(0, "layer", n, 2, kmax, "cpu")
+
+
+def _fed(calls, rows=None, logits=None):
+    s = _stats()
+    for i, call in enumerate(calls):
+        s.update(*call, logits=None if logits is None else logits[i])
+    if rows is not None:
+        s.add_rows(rows)
+    return s
+
+
+def _same_report(a, b):
+    """Counts exact; the entropy moments to float64 rounding: |Δ mean| <= 1e-12 (1 + |mean|) and
+    the variances (std²) within 1e-12 (1 + mean²) (std itself is a square root of a difference,
+    sqrt(1e-16) ~ 1e-8 off where the variance is near 0)."""
+    da, db = a.to_dict(), b.to_dict()
+    floats = ("entropy_mean", "entropy_std", "average_k", "compute_fraction")
+    assert {k: v for k, v in da.items() if k not in floats} == {k: v for k, v in db.items() if k not in floats}
+    if a.tokens == 0:
+        assert all(math.isnan(da[k]) and math.isnan(db[k]) for k in floats[:3])
+        return
+    assert a.average_k == pytest.approx(b.average_k, rel=1e-12)
+    assert abs(a.entropy_mean - b.entropy_mean) <= 1e-12 * (1 + abs(a.entropy_mean))
+    assert abs(a.entropy_std ** 2 - b.entropy_std ** 2) <= 1e-12 * (1 + a.entropy_mean ** 2)
+
+
+def _logits(calls, seed):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for entropy, _, _ in calls:
+        x = torch.randn(entropy.shape[0], N, generator=g)
+        x[torch.rand(entropy.shape[0], generator=g) < 0.2, 0] = float("nan")
+        out.append(x)
+    return out
+
+
+def test_layer_stats_is_a_statistic_whose_compute_is_its_report():
+    s = _fed(_calls([4, 3]))
+    assert isinstance(s, Statistic)
+    assert s.compute() == s.report()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 40), max_size=4), st.lists(st.integers(1, 40), max_size=4), st.integers(0, 10**6))
+def test_merge_of_two_collectors_equals_one_collector_of_both_batches(sizes_a, sizes_b, seed):
+    calls_a, calls_b = _calls(sizes_a, seed), _calls(sizes_b, seed + 1)
+    logits_a, logits_b = _logits(calls_a, seed), _logits(calls_b, seed + 1)
+    rows_a, rows_b = torch.arange(N), torch.arange(N) * 3
+    a, b = _fed(calls_a, rows_a, logits_a), _fed(calls_b, rows_b, logits_b)  # b leaves updates pending
+    a.merge(b)
+    both = calls_a + calls_b
+    whole = _fed([_cat(both)] if both else [], rows_a + rows_b, [torch.cat(logits_a + logits_b)] if both else None)
+    _same_report(a.compute(), whole.compute())
+    _same_report(b.compute(), _fed(calls_b, rows_b, logits_b).compute())  # the merged-in one is unchanged
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(1, 30), max_size=4), st.integers(0, 10**6))
+def test_state_dict_round_trips_through_json(sizes, seed):
+    calls = _calls(sizes, seed)
+    s = _fed(calls, torch.arange(N), _logits(calls, seed))
+    back = _stats()
+    back.update(*_calls([3], seed + 7)[0])  # something pending, to be replaced
+    back.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    assert json.dumps(back.compute().to_dict()) == json.dumps(s.compute().to_dict())  # exact (NaN too)
+    assert back.state_dict() == s.state_dict()
+
+
+def test_compute_matches_a_plain_numpy_reference():
+    calls = _calls([5, 1, 40, 2], seed=11)
+    logits = _logits(calls, 3)
+    rows = torch.tensor([3, 0, 1, 4, 1, 5])
+    r = _fed(calls, rows, logits).compute()
+    ent, cand, drop = (x.numpy() for x in _cat(calls))
+    h = ent.astype(np.float64)
+    kept = (~drop).sum(-1)
+    assert r.tokens == len(h)
+    assert r.entropy_mean == pytest.approx(h.mean(), rel=1e-12)
+    assert r.entropy_std == pytest.approx(h.std(), rel=1e-9)
+    assert r.k_histogram == np.bincount(kept, minlength=KMAX + 1).tolist()
+    assert r.average_k == pytest.approx(kept.mean(), rel=1e-12)
+    assert r.expert_counts == np.bincount(cand[~drop], minlength=N).tolist()
+    assert r.nonfinite_tokens == int((~np.isfinite(torch.cat(logits).numpy())).any(-1).sum())
+    assert r.executed_pairs == int(rows.sum()) and r.native_pairs == 2 * len(h)
+
+
+def test_merge_and_load_refuse_another_shape_and_change_nothing():
+    s = _fed(_calls([6]))
+    before = s.state_dict()
+    with pytest.raises(StatisticError, match="kmax"):
+        s.merge(_stats(kmax=K))
+    with pytest.raises(StatisticError, match="num_experts"):
+        s.merge(LayerStats(0, "layer", N + 1, 2, KMAX, "cpu"))
+    saved = _fed(_calls([4], seed=2)).state_dict()
+    bad = [
+        ({**saved, "num_experts": N + 1}, "num_experts"),
+        ({k: v for k, v in saved.items() if k != "expert_counts"}, "lacks expert_counts"),
+        ({**saved, "expert_counts": saved["expert_counts"][:-1]}, "shape"),
+        ({**saved, "k_histogram": [-1] + saved["k_histogram"][1:]}, "negative or not whole"),
+        ({**saved, "entropy_sum": "x"}, "entropy_sum"),
+        ({**saved, "matmul_rows": [0.5] * N}, "not whole"),
+        ([1, 2], "dict"),
+    ]
+    for state, match in bad:
+        with pytest.raises(StatisticError, match=match):
+            s.load_state_dict(state)
+        assert s.state_dict() == before
+
+
+def test_load_keeps_the_counters_addresses_the_c_routers_hold():
+    s = _stats()
+    addresses = (s.counts.data_ptr(), s.entropy_moments.data_ptr())
+    s.load_state_dict(_fed(_calls([9])).state_dict())
+    s.merge(_fed(_calls([2], seed=5)))
+    assert (s.counts.data_ptr(), s.entropy_moments.data_ptr()) == addresses
+    assert s.compute().tokens == 11

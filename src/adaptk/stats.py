@@ -1,15 +1,22 @@
 """Per-layer routing statistics collected while a patched model runs.
 
-Counters live on the layer's device and are updated in place (no host sync); ``report()``
-copies them out once.
+Counters live on the layer's device and are updated in place (no host sync); ``compute()``
+copies them out once. ``LayerStats`` is a ``adaptk.routing.statistic.Statistic``; the C routers
+count into its counters in place, laid out as ``experts/csrc/counters.h`` declares
+(``adaptk.experts.counters``).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
+
+from adaptk.experts import counters
+from adaptk.routing.statistic import StatisticError, check_shape, entries
 
 
 @dataclass(frozen=True)
@@ -51,25 +58,53 @@ def _joined(parts) -> torch.Tensor:
 FOLD_TOKENS = 1024  # pending tokens (or calls) after which a layer's small-batch updates are folded
 
 
+def saved_tensor(kind: str, key: str, value: Any, like: torch.Tensor,
+                 error: type[StatisticError] = StatisticError) -> torch.Tensor:
+    """A saved state's entry ``key`` (plain Python) as a tensor of ``like``'s dtype, shape and
+    device, or ``error`` saying what is wrong with it (integer counters must not be negative)."""
+    try:
+        out = torch.tensor(value, dtype=like.dtype, device=like.device)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise error(f"{kind}: the saved {key} is not {like.dtype} numbers of shape {tuple(like.shape)}: "
+                    f"{err}") from err
+    if out.numel() == 0 == like.numel():
+        out = out.reshape(like.shape)  # an empty list holds no shape: [] for [0, K]
+    if out.shape != like.shape:
+        raise error(f"{kind}: the saved {key} has shape {tuple(out.shape)}, this collector's "
+                    f"{tuple(like.shape)}")
+    if not out.is_floating_point():  # counts: whole and not negative (torch.tensor truncates 1.5 to 1)
+        whole = torch.equal(torch.tensor(value, dtype=torch.float64, device=like.device).reshape(out.shape),
+                            out.double())
+        if not whole or bool((out < 0).any()):
+            raise error(f"{kind}: the saved {key} holds a count that is negative or not whole; pass a "
+                        f"state_dict() of this collector")
+    return out
+
+
 class LayerStats:
-    """Running counters of one layer (state, so a class).
+    """Running counters of one layer (state, so a class): a ``Statistic`` whose ``compute()``
+    is its ``LayerReport``.
 
     Updates of small batches (decode steps) are kept as references and folded into the counters
     in one pass every ``FOLD_TOKENS`` tokens or calls, so that a one-token step pays for
-    remembering two tensors rather than for a dozen small ops; ``report()`` folds what is
-    pending."""
+    remembering two tensors rather than for a dozen small ops; ``compute()`` folds what is
+    pending. The counters ``counts`` and ``entropy_moments`` are laid out as ``layout`` says
+    (``counters.h``: the C routers add to them in place, under ``lock``)."""
 
     def __init__(self, layer: int, name: str, num_experts: int, native_k: int, kmax: int, device) -> None:
         self.layer, self.name = layer, name
         self.num_experts, self.native_k, self.kmax = num_experts, native_k, kmax
         self.device = device
+        self.layout = lay = counters.layout(kmax, num_experts)
 
         z = lambda n, dt=torch.long: torch.zeros(n, dtype=dt, device=device)  # noqa: E731
-        self.entropy_moments = z(2, torch.float64)  # [Σ H, Σ H²]
-        # one counter for both histograms, so one scatter per fold: [k = 0..kmax | experts 0..N-1 | sentinel]
-        self.counts = z(self.kmax + 1 + self.num_experts + 1)
-        self.k_hist = self.counts[: self.kmax + 1]  # views into counts
-        self.expert_counts = self.counts[self.kmax + 1: self.kmax + 1 + self.num_experts]
+        self.entropy_moments = z(lay.moments_size, torch.float64)  # Σ H and Σ H², where layout says
+        # one counter for both histograms, so one scatter per fold: the k histogram, the experts and
+        # the dropped slots' sentinel, where layout says
+        self.counts = z(lay.size)
+        self.k_hist = self.counts[lay.khist: lay.khist + self.kmax + 1]  # views into counts
+        self.expert_counts = self.counts[lay.experts: lay.experts + self.num_experts]
+        self._moment_slots = torch.tensor([lay.moment_sum, lay.moment_sumsq], device=device)
         self.matmul_rows = z(self.num_experts)
         self.nonfinite = z(())
         # held while the counters or the pending list change: threads serving one model share them
@@ -126,18 +161,76 @@ class LayerStats:
             self._pending_logits = []
             self.nonfinite += (~torch.isfinite(logits).all(dim=-1)).sum()  # tokens with a NaN/Inf logit
         e = entropy.double()  # [T']
-        self.entropy_moments += torch.stack((e.sum(), e.dot(e)))
+        self.entropy_moments.index_add_(0, self._moment_slots, torch.stack((e.sum(), e.dot(e))))
         k = drop.shape[-1] - drop.sum(dim=-1)  # [T'] experts kept
-        indices = candidates.masked_fill(drop, self.num_experts)  # [T', K], sentinel N where dropped
-        ids = torch.cat((k, indices.reshape(-1) + (self.kmax + 1)))  # [T' + T'*K]
+        # sentinel N where dropped: it lands on the dropped slots' counter (layout.dropped)
+        indices = candidates.masked_fill(drop, self.num_experts)  # [T', K]
+        ids = torch.cat((k + self.layout.khist, indices.reshape(-1) + self.layout.experts))  # [T' + T'*K]
         self.counts.scatter_add_(0, ids, torch.ones_like(ids))
 
-    def report(self) -> LayerReport:
+    def _shape(self) -> dict:
+        return {"num_experts": self.num_experts, "native_k": self.native_k, "kmax": self.kmax}
+
+    def _folded(self) -> dict[str, torch.Tensor]:
+        """A copy of the counters with what is pending folded in (under the lock), by meaning."""
+        lay = self.layout
         with self.lock:
             self._fold()
-            h_sum, h_sumsq = self.entropy_moments.tolist()
+            m = self.entropy_moments.clone()
+            return {"k_histogram": self.k_hist.clone(), "expert_counts": self.expert_counts.clone(),
+                    "dropped_slots": self.counts[lay.dropped].clone(),
+                    "entropy_sum": m[lay.moment_sum], "entropy_sumsq": m[lay.moment_sumsq],
+                    "matmul_rows": self.matmul_rows.clone(), "nonfinite": self.nonfinite.clone()}
+
+    def _targets(self) -> dict[str, torch.Tensor]:
+        """The counters (views: in place) by the names of ``_folded``."""
+        lay = self.layout
+        return {"k_histogram": self.k_hist, "expert_counts": self.expert_counts,
+                "dropped_slots": self.counts[lay.dropped], "entropy_sum": self.entropy_moments[lay.moment_sum],
+                "entropy_sumsq": self.entropy_moments[lay.moment_sumsq], "matmul_rows": self.matmul_rows,
+                "nonfinite": self.nonfinite}
+
+    @torch.no_grad()
+    def merge(self, other: LayerStats) -> None:
+        """Add ``other``'s counters (the same num_experts, native_k and kmax) to these, in place:
+        exact for every count, the entropy sums to float64 rounding. ``StatisticError`` for
+        statistics of another shape (nothing changed)."""
+        check_shape("LayerStats", self._shape(), other._shape(), "the merged statistics")
+        theirs = other._folded()  # under other's lock only: never both locks at once
+        with self.lock:
+            self._fold()
+            for key, target in self._targets().items():
+                target.add_(theirs[key].to(target.device))
+
+    def state_dict(self) -> dict:
+        """The counters as plain Python (JSON-able), by meaning (not by counters.h's layout),
+        with the layer's shape."""
+        meta = {"layer": self.layer, "name": self.name, **self._shape()}
+        return {**meta, **{key: value.tolist() for key, value in self._folded().items()}}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the counters (in place: the C routers keep their addresses) by a saved
+        ``state_dict()``'s of the same shape; ``StatisticError`` (and nothing changed) if it is
+        not one."""
+        targets = self._targets()
+        data = entries("LayerStats", state, [*self._shape(), *targets])
+        check_shape("LayerStats", self._shape(), data, "the saved state")
+        values = {key: saved_tensor("LayerStats", key, data[key], target) for key, target in targets.items()}
+        with self.lock:
+            self._pending, self._pending_logits, self._pending_tokens = [], [], 0
+            for key, target in targets.items():
+                target.copy_(values[key])
+
+    def compute(self) -> LayerReport:
+        """The ``LayerReport`` of what was counted (what is pending folded first)."""
+        lay = self.layout
+        with self.lock:  # read out under the lock, as few copies as can be (a sync on an accelerator)
+            self._fold()
+            moments = self.entropy_moments.tolist()
             hist, experts = self.k_hist.tolist(), self.expert_counts.tolist()
             executed, nonfinite = int(self.matmul_rows.sum()), int(self.nonfinite)
+        h_sum, h_sumsq = moments[lay.moment_sum], moments[lay.moment_sumsq]
         tokens = sum(hist)  # each token counted once, by its kept k
         mean = h_sum / tokens if tokens else float("nan")
         var = h_sumsq / tokens - mean * mean if tokens else float("nan")
@@ -156,6 +249,8 @@ class LayerStats:
             native_pairs=tokens * self.native_k,
             nonfinite_tokens=nonfinite,
         )
+
+    report = compute  # the patch's name for it (PatchHandle.report)
 
 
 @dataclass(frozen=True)

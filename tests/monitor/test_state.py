@@ -1,5 +1,6 @@
 """Sufficient statistics: numpy reference, exact merges, NaN masking, threads."""
 
+import json
 import math
 import threading
 
@@ -10,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptk.monitor import LayerState, MonitorError
+from adaptk.monitor.state import LayerStateError
+from adaptk.routing.statistic import Statistic, StatisticError
 
 N, K = 8, 2
 
@@ -128,3 +131,87 @@ def test_concurrent_updates_lose_no_counts():
     out = mon.compute().layers[0]
     assert out.tokens == 4 * 50 * 10
     assert sum(out.expert_counts) == 4 * 50 * 10 * K
+
+
+# ---- the Statistic protocol ---------------------------------------------------------------------
+
+PER_BATCH = ("overflow_rate", "batches_with_overflow", "batches")  # capacity is per batch: not per token
+FLOATS = ("entropy_mean", "entropy_std", "entropy_normalized", "average_k", "load_cv", "max_over_mean", "gini",
+          "dead_fraction", "effective_experts", "mutual_information", "overflow_rate")
+
+
+def _same_summary(a, b, skip=()):
+    """Every field equal: counts exactly, the float figures to float64 rounding (rel 1e-9, abs
+    1e-12: Chan's moments and the probability sums are combined in another order); NaN == NaN."""
+    da, db = a.to_dict(), b.to_dict()
+    for key, value in da.items():
+        if key in skip:
+            continue
+        if key in FLOATS:
+            assert (math.isnan(value) and math.isnan(db[key])) or value == pytest.approx(db[key], rel=1e-9,
+                                                                                            abs=1e-12), key
+        else:
+            assert value == db[key], key
+
+
+def _nan_rows(probs, seed):
+    g = torch.Generator().manual_seed(seed)
+    out = probs.clone()
+    out[torch.rand(probs.shape[0], generator=g) < 0.15] = float("nan")
+    return out
+
+
+def test_layer_state_is_a_statistic_whose_compute_is_its_summary():
+    s = state()
+    s.update(*batch(20, 5))
+    assert isinstance(s, Statistic) and s.compute() == s.summary()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 120), st.integers(1, 120), st.integers(0, 10**6))
+def test_merge_equals_one_state_of_both_batches(ta, tb, seed):
+    (pa, ia), (pb, ib) = batch(ta, seed), batch(tb, seed + 1)
+    pa, pb = _nan_rows(pa, seed), _nan_rows(pb, seed + 1)
+    a, b, seq, whole = state(), state(), state(), state()
+    a.update(pa, ia)
+    b.update(pb, ib)
+    a.merge(b)
+    seq.update(pa, ia)  # the same two batches, one after the other: every figure
+    seq.update(pb, ib)
+    _same_summary(a.compute(), seq.compute())
+    whole.update(torch.cat((pa, pb)), torch.cat((ia, ib)))  # one batch of both: every per-token figure
+    _same_summary(a.compute(), whole.compute(), skip=PER_BATCH)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 80), st.integers(0, 10**6))
+def test_load_state_dict_round_trips_through_json(t, seed):
+    s = state()
+    if t:
+        s.update(*batch(t, seed))
+    back = state()
+    back.update(*batch(7, seed + 1))  # replaced by the load
+    back.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    assert back.state_dict() == s.state_dict()
+    assert json.dumps(back.compute().to_dict()) == json.dumps(s.compute().to_dict())
+
+
+def test_bad_saved_states_and_merges_raise_and_change_nothing():
+    s = state()
+    s.update(*batch(30, 6))
+    before = s.state_dict()
+    saved = before.copy()
+    for bad, match in [({**saved, "num_experts": N + 1}, "num_experts"),
+                       ({**saved, "capacity_factor": 2.0}, "capacity_factor"),
+                       ({k: v for k, v in saved.items() if k != "h_m2"}, "lacks h_m2"),
+                       ({**saved, "k_hist": saved["k_hist"][:-1]}, "k_hist"),
+                       ({**saved, "expert_counts": [-1] * N}, "negative or not whole"),
+                       ({**saved, "prob_sum": "many"}, "prob_sum")]:
+        with pytest.raises(LayerStateError, match=match):
+            s.load_state_dict(bad)
+        assert s.state_dict() == before
+    with pytest.raises(LayerStateError):
+        LayerState.from_state_dict({"layer": 0})
+    with pytest.raises(StatisticError, match="native_k"):  # a MonitorError and a StatisticError
+        s.merge(LayerState(0, "layer0", N, K + 1))
+    assert s.state_dict() == before

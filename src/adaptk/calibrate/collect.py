@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +20,8 @@ from torch import nn
 from adaptk.models import MoELayer, find_moe_layers
 from adaptk.patch import patch
 from adaptk.routing import FixedTopK, routing_entropy
+from adaptk.routing.statistic import StatisticError, check_shape, entries
+from adaptk.stats import saved_tensor
 
 log = logging.getLogger(__name__)
 
@@ -47,36 +51,111 @@ class RouterStats:
         return torch.cat([layer.entropy for layer in self.layers])
 
 
-class _Recorder:
-    def __init__(self, layer: MoELayer, max_tokens: int) -> None:
-        self.layer, self.max_tokens = layer, max_tokens
-        n, k = layer.num_experts, layer.native_k
-        self.kc = min(n, max(8, 2 * k))
-        self.entropy: list[torch.Tensor] = []
-        self.ranked: list[torch.Tensor] = []
+class LayerRecorder:
+    """The routing of one layer's first ``max_tokens`` tokens, as a calibration fits it: a
+    ``adaptk.routing.statistic.Statistic`` whose ``compute()`` is its ``LayerRouting``. Keeps
+    per token its entropy, its top Kc probabilities (the model's ranking order) and its native
+    top-k experts (whose counts ``compute()`` gives), so that ``merge`` appends another
+    recorder's tokens exactly, up to the cap."""
+
+    def __init__(self, index: int, num_experts: int, native_k: int, max_tokens: int) -> None:
+        self.index, self.num_experts, self.native_k, self.max_tokens = index, num_experts, native_k, max_tokens
+        self.kc = min(num_experts, max(8, 2 * native_k))
+        self.reset()
+
+    def reset(self) -> None:
+        self.entropy: list[torch.Tensor] = []  # [T] float32 each
+        self.ranked: list[torch.Tensor] = []  # [T, Kc] float32 each
+        self.top: list[torch.Tensor] = []  # [T, native k] int64 each: the native top-k experts
         self.count = 0
-        self.expert_counts = torch.zeros(n, dtype=torch.long)
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.max_tokens
 
     @torch.no_grad()
-    def __call__(self, module: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
-        hidden = args[0] if args else kwargs.get("hidden_states")
+    def update(self, probs: torch.Tensor, rank: torch.Tensor) -> None:
+        """probs [T, N] the routing distribution and rank [T, N] the model's ranking scores of
+        one router call; the tokens past the cap are not kept."""
         room = self.max_tokens - self.count
         if room <= 0:
             return
-        s = self.layer.family.scores(module, hidden)
-        probs, rank = s.probs[:room].float(), s.rank[:room]  # [T, N]
+        probs, rank = probs[:room].float(), rank[:room]  # [T, N]
         order = torch.topk(rank.float(), self.kc, dim=-1, sorted=True).indices  # [T, Kc]
-        self.entropy.append(routing_entropy(probs).cpu())
-        self.ranked.append(probs.gather(1, order).cpu())
-        top = order[:, : self.layer.native_k].reshape(-1).cpu()
-        self.expert_counts += torch.bincount(top, minlength=self.layer.num_experts)
-        self.count += probs.shape[0]
+        self._append(routing_entropy(probs).cpu(), probs.gather(1, order).cpu(),
+                     order[:, : self.native_k].cpu())
 
-    def result(self) -> LayerRouting:
+    def _append(self, entropy: torch.Tensor, ranked: torch.Tensor, top: torch.Tensor) -> None:
+        self.entropy.append(entropy)
+        self.ranked.append(ranked)
+        self.top.append(top)
+        self.count += entropy.shape[0]
+
+    def _joined(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """entropy [T], ranked [T, Kc] and top [T, native k], in the order recorded."""
         e = torch.cat(self.entropy) if self.entropy else torch.zeros(0)
         r = torch.cat(self.ranked) if self.ranked else torch.zeros(0, self.kc)
-        return LayerRouting(self.layer.index, self.layer.num_experts, self.layer.native_k, e, r,
-                            self.expert_counts)
+        t = torch.cat(self.top) if self.top else torch.zeros(0, self.native_k, dtype=torch.long)
+        return e, r, t
+
+    def _shape(self) -> dict:
+        return {"num_experts": self.num_experts, "native_k": self.native_k, "kc": self.kc}
+
+    def merge(self, other: LayerRecorder) -> None:
+        """Append ``other``'s tokens (a recorder of as many experts and native k) after these,
+        up to this recorder's cap: exactly what this one would have kept of other's calls."""
+        check_shape(f"the recorder of layer {self.index}", self._shape(), other._shape(),
+                    f"the merged recorder of layer {other.index}")
+        room = self.max_tokens - self.count
+        if room > 0 and other.count:
+            e, r, t = other._joined()
+            self._append(e[:room], r[:room], t[:room])
+
+    def state_dict(self) -> dict:
+        e, r, t = self._joined()
+        return {"index": self.index, **self._shape(), "max_tokens": self.max_tokens,
+                "entropy": e.tolist(), "ranked": r.tolist(), "top": t.tolist()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the recorded tokens by a saved ``state_dict()``'s (as many experts and native
+        k, no more tokens than this recorder's cap); ``StatisticError`` (and nothing changed) if
+        it is not one."""
+        kind = f"the recorder of layer {self.index}"
+        data = entries(kind, state, [*self._shape(), "entropy", "ranked", "top"])
+        check_shape(kind, self._shape(), data, "the saved state")
+        t = len(data["entropy"]) if isinstance(data["entropy"], list) else -1
+        if not 0 <= t <= self.max_tokens:
+            raise StatisticError(f"{kind}: the saved state holds {t if t >= 0 else 'no list of'} entropies; this "
+                                 f"recorder keeps a list of at most {self.max_tokens}")
+        like = (torch.zeros(t), torch.zeros(t, self.kc), torch.zeros(t, self.native_k, dtype=torch.long))
+        e, r, top = (saved_tensor(kind, key, data[key], ref) for key, ref in zip(("entropy", "ranked", "top"), like))
+        if bool((top >= self.num_experts).any()):
+            raise StatisticError(f"{kind}: the saved top experts hold an id past {self.num_experts - 1}")
+        self.reset()
+        if t:
+            self._append(e, r, top)
+
+    def compute(self) -> LayerRouting:
+        e, r, t = self._joined()
+        return LayerRouting(self.index, self.num_experts, self.native_k, e, r,
+                            torch.bincount(t.reshape(-1), minlength=self.num_experts))
+
+
+class _Recorder(LayerRecorder):
+    """A ``LayerRecorder`` fed by a forward pre-hook on the layer's router: it recomputes the
+    family's scores on the router input (no change to the model's output)."""
+
+    def __init__(self, layer: MoELayer, max_tokens: int) -> None:
+        super().__init__(layer.index, layer.num_experts, layer.native_k, max_tokens)
+        self.layer = layer
+
+    @torch.no_grad()
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
+        if self.full:
+            return
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        s = self.layer.family.scores(module, hidden)
+        self.update(s.probs, s.rank)
 
 
 class RouterRecorder:
@@ -98,7 +177,7 @@ class RouterRecorder:
         self.handles.clear()
 
     def result(self) -> RouterStats:
-        layers = [r.result() for r in self.recorders]
+        layers = [r.compute() for r in self.recorders]
         return RouterStats(layers, tokens=layers[0].entropy.shape[0] if layers else 0)
 
 

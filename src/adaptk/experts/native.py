@@ -5,9 +5,9 @@ general GEMMs (MKL, oneDNN) run at half their speed: they re-lay out or re-read 
 for rows that do little work with them. This kernel keeps each expert's weights in column
 panels, streamed once per call (docs/performance.md measures it against oneDNN).
 
-The C file is compiled once per source, compiler, flags and CPU (``-march=native``) into a
-cache folder (``$ADAPTK_CACHE_DIR``, else ``$XDG_CACHE_HOME/adaptk``, else ``~/.cache/adaptk``)
-and loaded with ``ctypes``; no Python headers or torch headers are needed, only a C compiler
+The C file is compiled once per source (with the headers it includes), compiler, flags and CPU
+(``-march=native``) into a cache folder (``$ADAPTK_CACHE_DIR``, else ``$XDG_CACHE_HOME/adaptk``,
+else ``~/.cache/adaptk``) and loaded with ``ctypes``; no Python headers or torch headers are needed, only a C compiler
 with OpenMP (``$CC``, else ``cc``; gcc has it). ``NativeBuildError`` says what is missing.
 """
 
@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -46,6 +47,22 @@ class NativeBuildError(KernelError):
 def source(name: str) -> bytes:
     """``csrc/NAME`` (with its extension), as the package ships it."""
     return (resources.files("adaptk.experts") / "csrc" / name).read_bytes()
+
+
+_INCLUDE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]+"([\w.-]+)"', re.MULTILINE)
+
+
+def headers(*codes: bytes) -> dict[str, bytes]:
+    """The package's headers that the sources ``codes`` include (``#include "NAME"``, from
+    ``csrc/``), by name: written beside the sources when they compile, and part of the cache key
+    (``counters.h`` declares the statistics' counter layout)."""
+    names = sorted({m.decode() for code in codes for m in _INCLUDE.findall(code)})
+    return {name: source(name) for name in names}
+
+
+def header_key(found: dict[str, bytes]) -> list[bytes | str]:
+    """The cache key's share of ``headers``' answer: each name and its bytes."""
+    return [part for name, code in found.items() for part in (name, code)]
 
 
 def cpu_fingerprint() -> str:
@@ -108,12 +125,16 @@ def build(name: str = "small_gemm") -> Path:
     and the native router) for this CPU unless the cache has it; return the library's path."""
     instead = "use kernel='onednn-packed'" if name == "small_gemm" else "adaptk routes with torch ops"
     cc, code = compiler(instead), source(f"{name}.c")
+    found = headers(code)
 
     def steps(tmp: Path, out: Path) -> list[list[str]]:
         (tmp / f"{name}.c").write_bytes(code)
+        for header, text in found.items():
+            (tmp / header).write_bytes(text)
         return [[cc, *FLAGS, str(tmp / f"{name}.c"), "-o", str(out), *LIBS]]
 
-    return compile_cached(name, [code, cc, " ".join(FLAGS + LIBS), cpu_fingerprint()], steps, instead)
+    key = [code, cc, " ".join(FLAGS + LIBS), cpu_fingerprint(), *header_key(found)]
+    return compile_cached(name, key, steps, instead)
 
 
 @functools.cache

@@ -184,7 +184,7 @@ class RoutingMonitor:
     def compute(self) -> MonitorReport:
         """Statistics of every token seen since attach (or reset), one summary per layer."""
         self._require_layers()
-        return MonitorReport([s.summary() for s in self.layer_states()], dict(self.fingerprint or {}))
+        return MonitorReport([s.compute() for s in self.layer_states()], dict(self.fingerprint or {}))
 
     def reset(self) -> None:
         """Forget every statistic, window and alert (hooks stay)."""
@@ -236,7 +236,7 @@ class RoutingMonitor:
         self._require_layers()
         with self._lock:
             kept = list(self._layers[layer].closed)
-        return [(w, s.summary()) for w, s in kept]
+        return [(w, s.compute()) for w, s in kept]
 
     def trends(self, metric: str = "entropy_normalized") -> dict[int, list[tuple[int, float]]]:
         """``metric`` of every kept window, per layer: {layer: [(window, value), ...]}."""

@@ -4,17 +4,23 @@ exact merges.
 Everything is a sum (integer counts, float64 sums) except the entropy moments, kept as
 (count, mean, M2) and combined with Chan et al.'s parallel formula. ``update`` never syncs with
 the host: non-finite tokens are masked out arithmetically (weights 0), not by boolean indexing.
-``summary()`` copies the tensors out once and derives every metric.
+``compute()`` (or its older name ``summary()``) copies the tensors out once and derives every
+metric. ``LayerState`` is a ``adaptk.routing.statistic.Statistic``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
 from adaptk.monitor import functional as F
+from adaptk.monitor.errors import MonitorError
+from adaptk.routing.statistic import StatisticError, check_shape, entries
+from adaptk.stats import saved_tensor
 
 DEFAULT_BINS = 32
 
@@ -51,8 +57,13 @@ class LayerSummary:
         return asdict(self)
 
 
+class LayerStateError(MonitorError, StatisticError):
+    """Layer states of different shapes merged, or a saved state that does not fit a layer."""
+
+
 class LayerState:
-    """Running sufficient statistics of one layer (state, so a class)."""
+    """Running sufficient statistics of one layer (state, so a class): a ``Statistic`` whose
+    ``compute()`` is its ``LayerSummary``."""
 
     def __init__(self, layer: int, name: str, num_experts: int, native_k: int, *,
                  bins: int = DEFAULT_BINS, capacity_factor: float = 1.25, device=None) -> None:
@@ -130,16 +141,18 @@ class LayerState:
         self.overflow_batches += (over > 0).long()
         self.batches += 1
 
+    def _shape(self) -> dict:
+        return {"num_experts": self.num_experts, "native_k": self.native_k, "bins": self.bins,
+                "capacity_factor": self.capacity_factor}
+
     @torch.no_grad()
     def merge(self, other: LayerState) -> None:
-        """Add ``other``'s statistics to these (same layer shape); exact for every count."""
-        if (other.num_experts, other.bins) != (self.num_experts, self.bins):
-            from adaptk.monitor.errors import MonitorError
-
-            raise MonitorError(
-                f"cannot merge layer {other.layer} ({other.num_experts} experts, {other.bins} bins) into "
-                f"layer {self.layer} ({self.num_experts} experts, {self.bins} bins)"
-            )
+        """Add ``other``'s statistics to these (same layer shape: experts, native k, bins and
+        capacity factor), as if this state had seen other's batches after its own: exact for every
+        count, the entropy moments (Chan's combination) and float sums to float64 rounding.
+        ``LayerStateError`` (a ``MonitorError``) for another shape."""
+        check_shape(f"layer {self.layer}", self._shape(), other._shape(), f"the merged state of layer {other.layer}",
+                    LayerStateError)
         o = {k: getattr(other, k).to(self.device) for k in other._tensors()}
         total = self.h_count + o["h_count"]
         delta = o["h_mean"] - self.h_mean
@@ -162,16 +175,31 @@ class LayerState:
                     native_k=self.native_k, bins=self.bins, capacity_factor=self.capacity_factor)
         return {**meta, **{k: getattr(self, k).tolist() for k in self._tensors()}}
 
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the statistics by a saved ``state_dict()``'s of the same shape;
+        ``LayerStateError`` (and nothing changed) if it is not one."""
+        kind, keys = f"layer {self.layer}", self._tensors()
+        data = entries(kind, state, [*self._shape(), *keys], LayerStateError)
+        check_shape(kind, self._shape(), data, "the saved state", LayerStateError)
+        values = {key: saved_tensor(kind, key, data[key], getattr(self, key), LayerStateError) for key in keys}
+        for key, value in values.items():
+            setattr(self, key, value)
+
     @classmethod
-    def from_state_dict(cls, data: dict, device=None) -> LayerState:
-        out = cls(data["layer"], data["name"], data["num_experts"], data["native_k"], bins=data["bins"],
-                  capacity_factor=data["capacity_factor"], device=device)
-        for key in out._tensors():
-            ref = getattr(out, key)
-            setattr(out, key, torch.tensor(data[key], dtype=ref.dtype, device=out.device))
+    def from_state_dict(cls, data: Mapping[str, Any], device=None) -> LayerState:
+        """A new state holding a saved ``state_dict()``'s statistics (its layer and shape)."""
+        meta = entries("a saved layer state", data,
+                       ["layer", "name", "num_experts", "native_k", "bins", "capacity_factor"], LayerStateError)
+        try:
+            out = cls(meta["layer"], meta["name"], meta["num_experts"], meta["native_k"], bins=meta["bins"],
+                      capacity_factor=meta["capacity_factor"], device=device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise LayerStateError(f"a saved layer state has a malformed shape ({err}); pass a state_dict() of a "
+                                  f"LayerState") from err
+        out.load_state_dict(data)
         return out
 
-    def summary(self) -> LayerSummary:
+    def compute(self) -> LayerSummary:
         s = {k: getattr(self, k).cpu() for k in self._tensors()}
         tokens, counts = int(s["tokens"]), s["expert_counts"]
         nan = float("nan")
@@ -197,3 +225,5 @@ class LayerState:
             overflow_rate=int(s["overflow"]) / assigned if assigned else nan,
             batches_with_overflow=int(s["overflow_batches"]), batches=int(s["batches"]),
         )
+
+    summary = compute  # the monitor's name for it

@@ -55,16 +55,20 @@ def build() -> Path:
     cc, cxx = native.compiler(INSTEAD), native.compiler(INSTEAD, "CXX", "c++")
     c_code, cxx_code = native.source("route_topk.c"), native.source("router_ext.cpp")
     cflags, libs = _torch_flags()
+    found = native.headers(c_code, cxx_code)  # counters.h: the statistics' counter layout
 
     def steps(tmp: Path, out: Path) -> list[list[str]]:
         c, cpp, obj = tmp / "route_topk.c", tmp / "router_ext.cpp", tmp / "route_topk.o"
         c.write_bytes(c_code)
         cpp.write_bytes(cxx_code)
+        for header, text in found.items():
+            (tmp / header).write_bytes(text)
         return [[cc, *C_FLAGS, str(c), "-o", str(obj)],
                 [cxx, *CXX_FLAGS, *cflags, str(cpp), str(obj), "-o", str(out), *libs]]
 
     key = [c_code, cxx_code, cc, cxx, " ".join(C_FLAGS + CXX_FLAGS), " ".join(cflags + libs),
-           torch.__version__, sysconfig.get_config_var("EXT_SUFFIX") or "", native.cpu_fingerprint()]
+           torch.__version__, sysconfig.get_config_var("EXT_SUFFIX") or "", native.cpu_fingerprint(),
+           *native.header_key(found)]
     return native.compile_cached(MODULE, key, steps, INSTEAD, suffix=importlib.machinery.EXTENSION_SUFFIXES[0])
 
 

@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import torch
 
-from adaptk.experts import native
+from adaptk.experts import counters, native
 from adaptk.routing import binding
 from adaptk.routing.select import Selection
 from adaptk.stats import LayerStats
@@ -191,6 +191,11 @@ class NativeRouter:
                                  f"{stats.counts.device}: route it with routing='fused'")
             if stats.kmax < self._k:
                 raise ValueError(f"the statistics count k up to {stats.kmax}; this router keeps up to {self._k}")
+            lay = counters.layout(stats.kmax, stats.num_experts)  # where the C code counts
+            if stats.counts.numel() != lay.size or stats.entropy_moments.numel() != lay.moments_size:
+                raise ValueError(f"the statistics' counters hold {stats.counts.numel()} and "
+                                 f"{stats.entropy_moments.numel()} values; counters.h lays out {lay.size} and "
+                                 f"{lay.moments_size} for kmax {stats.kmax} and {stats.num_experts} experts")
             self._counts, self._kmax, self._moments = (stats.counts.data_ptr(), stats.kmax,
                                                        stats.entropy_moments.data_ptr())
         # the patch's call (see ``route_ctypes``): the C++ binding's Router where it builds

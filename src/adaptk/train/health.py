@@ -4,37 +4,95 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from adaptk.monitor import functional as MF
 from adaptk.routing import routing_entropy
+from adaptk.routing.statistic import StatisticError, check_shape, entries
+from adaptk.stats import saved_tensor
 
 log = logging.getLogger(__name__)
 HIST_BINS = 10
 
 
-@dataclass
-class LoadAccumulator:
-    """Expert load (routing slots kept and dropped) summed over the steps since the last log."""
+@dataclass(frozen=True)
+class LoadFigures:
+    """The expert load of one layer over a log window (``LoadAccumulator.compute()``)."""
 
     num_experts: int
-    counts: torch.Tensor = None  # type: ignore[assignment]  # [N] slots routed
-    dropped: int = 0
-    slots: int = 0
+    expert_load: list[int]  # routing slots per expert, dropped ones included
+    slots: int  # routing slots counted
+    dropped: int  # slots dropped (not kept: over capacity)
+    drop_rate: float  # dropped / slots (0 without slots)
+    load_entropy: float  # log(effective experts) / log N, in [0, 1]; NaN without slots
+    load_cv: float
+    load_max_over_mean: float
+    dead_fraction: float
+    dead_experts: list[int]  # the experts with no slot
 
-    def __post_init__(self) -> None:
-        self.counts = torch.zeros(self.num_experts, dtype=torch.long)
 
-    def add(self, indices: torch.Tensor, keep: torch.Tensor) -> None:
+class LoadAccumulator:
+    """Expert load (routing slots kept and dropped) summed over the steps since the last log: a
+    ``adaptk.routing.statistic.Statistic`` whose ``compute()`` is its ``LoadFigures``."""
+
+    def __init__(self, num_experts: int) -> None:
+        self.num_experts = num_experts
+        self.counts = torch.zeros(num_experts, dtype=torch.long)  # [N] slots routed
+        self.dropped = self.slots = 0
+
+    def update(self, indices: torch.Tensor, keep: torch.Tensor) -> None:
+        """indices [T, K] the experts of each routing slot (in 0..N-1), keep [T, K] bool (False:
+        dropped)."""
         self.counts += torch.bincount(indices.reshape(-1).cpu(), minlength=self.num_experts)
         self.slots += indices.numel()
         self.dropped += int((~keep).sum())
 
+    add = update  # the training loop's name for it
+
     def reset(self) -> None:
         self.counts.zero_()
         self.dropped = self.slots = 0
+
+    def merge(self, other: LoadAccumulator) -> None:
+        """Add ``other``'s load (the same number of experts) to this one; exact."""
+        check_shape("LoadAccumulator", {"num_experts": self.num_experts}, {"num_experts": other.num_experts},
+                    "the merged load")
+        self.counts += other.counts
+        self.slots += other.slots
+        self.dropped += other.dropped
+
+    def state_dict(self) -> dict:
+        return {"num_experts": self.num_experts, "counts": self.counts.tolist(), "slots": self.slots,
+                "dropped": self.dropped}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the load by a saved ``state_dict()``'s of as many experts; ``StatisticError``
+        (and nothing changed) if it is not one."""
+        kind = "LoadAccumulator"
+        data = entries(kind, state, ["num_experts", "counts", "slots", "dropped"])
+        check_shape(kind, {"num_experts": self.num_experts}, data, "the saved state")
+        counts = saved_tensor(kind, "counts", data["counts"], self.counts)
+        slots, dropped = data["slots"], data["dropped"]
+        if not (type(slots) is int and type(dropped) is int and 0 <= dropped <= slots):
+            raise StatisticError(f"{kind}: the saved slots {slots!r} and dropped {dropped!r} are not counts with "
+                                 f"dropped <= slots; pass a state_dict() of this collector")
+        self.counts, self.slots, self.dropped = counts, slots, dropped
+
+    def compute(self) -> LoadFigures:
+        counts = self.counts.double()
+        n = self.num_experts
+        # the same load statistics as adaptk.monitor (one implementation)
+        return LoadFigures(
+            num_experts=n, expert_load=self.counts.tolist(), slots=self.slots, dropped=self.dropped,
+            drop_rate=self.dropped / max(self.slots, 1),
+            load_entropy=math.log(MF.effective_experts(counts)) / math.log(n) if n > 1 else float("nan"),
+            load_cv=MF.load_cv(counts), load_max_over_mean=MF.max_over_mean(counts),
+            dead_fraction=MF.dead_fraction(counts), dead_experts=(counts == 0).nonzero().flatten().tolist(),
+        )
 
 
 def layer_health(probs: torch.Tensor, indices: torch.Tensor, load: LoadAccumulator,
@@ -44,18 +102,17 @@ def layer_health(probs: torch.Tensor, indices: torch.Tensor, load: LoadAccumulat
     (NaN where a token has no target)."""
     n = probs.shape[-1]
     ent = routing_entropy(probs.detach(), normalized=True)  # [T]
-    counts = load.counts.double()
+    fig = load.compute()
     out = {
         "entropy_mean": float(ent.mean()),
         "entropy_hist": torch.histc(ent, bins=HIST_BINS, min=0.0, max=1.0).long().tolist(),
-        # the same load statistics as adaptk.monitor (one implementation)
-        "load_entropy": math.log(MF.effective_experts(counts)) / math.log(n),
-        "expert_load": counts.long().tolist(),
-        "load_cv": MF.load_cv(counts),
-        "load_max_over_mean": MF.max_over_mean(counts),
-        "dead_fraction": MF.dead_fraction(counts),
-        "dead_experts": (counts == 0).nonzero().flatten().tolist(),
-        "drop_rate": load.dropped / max(load.slots, 1),
+        "load_entropy": fig.load_entropy,
+        "expert_load": fig.expert_load,
+        "load_cv": fig.load_cv,
+        "load_max_over_mean": fig.load_max_over_mean,
+        "dead_fraction": fig.dead_fraction,
+        "dead_experts": fig.dead_experts,
+        "drop_rate": fig.drop_rate,
     }
     if token_loss is not None:
         top1 = indices[:, 0].cpu()

@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "counters.h" /* where each counter of the patch's statistics lies */
+
 #define MAXK 64
 #define MAXN 4096 /* experts per row the native router takes (a stack row of probabilities) */
 
@@ -140,19 +142,19 @@ void adaptk_route_rows(const float *val, const int64_t *idx, const int64_t *rows
 }
 
 /* Adds one routed token to the counters of the patch's statistics (adaptk.stats.LayerStats), as
- * it folds a call: counts [kmax + 1 + N + 1] int64, tokens by kept k then slots by expert (the
- * last: dropped slots), and moments [2] float64, the sum of the entropies and of their squares.
+ * it folds a call: counts int64 and moments float64, laid out as counters.h declares (tokens by
+ * kept k, slots by expert or dropped; the sums of the entropies and of their squares).
  * cand and drop are the token's K slots, h its entropy. */
 static void count_row(int64_t N, int64_t K, const int64_t *cand, const uint8_t *drop, float h, int64_t *counts,
                       int64_t kmax, double *moments) {
     int64_t kept = 0;
     for (int64_t r = 0; r < K; r++) {
         kept += !drop[r];
-        counts[kmax + 1 + (drop[r] ? N : cand[r])]++;
+        counts[drop[r] ? ADAPTK_DROPPED_AT(kmax, N) : ADAPTK_EXPERT_AT(kmax, N, cand[r])]++;
     }
-    counts[kept]++;
-    moments[0] += (double)h;
-    moments[1] += (double)h * (double)h;
+    counts[ADAPTK_KHIST_AT(kmax, N, kept)]++;
+    moments[ADAPTK_MOMENT_SUM] += (double)h;
+    moments[ADAPTK_MOMENT_SUMSQ] += (double)h * (double)h;
 }
 
 /* entropy [T], cand [T, K] and drop [T, K] as adaptk_route_topk writes them: adds the T tokens

@@ -32,6 +32,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "counters.h"  // the counters' sizes (route_topk.c counts into them as it declares)
+
 namespace py = pybind11;
 
 extern "C" int adaptk_route_topk(const float *probs, int64_t T, int64_t N, int64_t K, const float *entropy,
@@ -81,8 +83,8 @@ class Locked {
 
 /* The patch's statistics of one layer (LayerStats, or None: nothing counted) as the C code
  * counts into them in place: its counters' addresses (kept alive by the object, zeroed in place
- * by its reset; the k histogram counts the tokens) and its lock. For a router keeping up to k
- * experts. */
+ * by its reset; laid out as counters.h declares, their sizes checked here) and its lock. For a
+ * router keeping up to k experts. */
 class Counters {
   public:
     Counters(py::object stats, int64_t k) : stats_(std::move(stats)) {
@@ -99,6 +101,12 @@ class Counters {
         if (kmax < k)
             throw std::invalid_argument("the statistics count k up to " + std::to_string(kmax) +
                                         "; this router keeps up to " + std::to_string(k));
+        if (c.numel() != ADAPTK_COUNTS_SIZE(kmax, experts_) || m.numel() != ADAPTK_MOMENTS_SIZE)
+            throw std::invalid_argument("the statistics' counters hold " + std::to_string(c.numel()) + " and " +
+                                        std::to_string(m.numel()) + " values; counters.h lays out " +
+                                        std::to_string(ADAPTK_COUNTS_SIZE(kmax, experts_)) + " and " +
+                                        std::to_string(ADAPTK_MOMENTS_SIZE) + " for kmax " +
+                                        std::to_string(kmax) + " and " + std::to_string(experts_) + " experts");
         acquire_ = stats_.attr("lock").attr("acquire");
         release_ = stats_.attr("lock").attr("release");
     }
