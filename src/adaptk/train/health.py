@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from adaptk.monitor import functional as MF
-from adaptk.routing import routing_entropy
+from adaptk.routing.entropy import entropy_nats
 from adaptk.routing.statistic import StatisticError, check_shape, entries
 from adaptk.stats import saved_tensor
 
@@ -101,7 +101,9 @@ def layer_health(probs: torch.Tensor, indices: torch.Tensor, load: LoadAccumulat
     (entropy, per-expert loss); ``load`` the expert load over the log window; ``token_loss`` [T]
     (NaN where a token has no target)."""
     n = probs.shape[-1]
-    ent = routing_entropy(probs.detach(), normalized=True)  # [T]
+    # unchecked: a diverging run's NaN probabilities give NaN health figures (the divergence detector
+    # reports it) instead of stopping the run at a log step
+    ent = entropy_nats(probs.detach()) / math.log(n) if n > 1 else torch.zeros(probs.shape[0])  # [T]
     fig = load.compute()
     out = {
         "entropy_mean": float(ent.mean()),
