@@ -144,3 +144,71 @@ def write(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     jpath.write_text(json.dumps(result, indent=2, default=str))
     mpath.write_text(render_markdown(result))
     return jpath, mpath
+
+
+# --- generated blocks of Markdown files (``adaptk bench --markdown FILE``) ---
+
+FULL_BLOCK, SUMMARY_BLOCK = "bench", "bench-summary"
+_SUMMARY_KERNELS = ("adaptk native", "adaptk onednn-packed", "adaptk onednn", "adaptk")
+
+
+def _machine(env: dict[str, Any]) -> str:
+    cores = f", {env['cores']} cores" if env.get("cores") else ""
+    host = f"{env.get('cpu') or 'cpu'}{cores}"
+    return host if env["device"] == "cpu" else f"{env['device']} (host {host})"
+
+
+def describe_run(result: dict[str, Any]) -> str:
+    """One line: the configuration the numbers hold for (machine, threads, clock, dtype, trials)."""
+    env = result["environment"]
+    return (f"{_machine(env)}, {env['threads']} threads, {result.get('clock', 'wall')} clock, "
+            f"{result['dtype']}, medians of {result['trials']} trials; "
+            f"torch {env['torch']}, transformers {env['transformers']}")
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    """The compact table: per layer shape and k mix, the fastest adaptk kernel's time ratio
+    against the FLOP ideal, and its fixed-k time against transformers' fastest back-end."""
+    lines = ["| layer | k mix | FLOP ideal | time / fixed k | fixed k: adaptk vs transformers (ms) |",
+             "|---|---|---|---|---|"]
+    for r in result["layers"]:
+        s = r["seconds"]
+        kernel = next((k for k in _SUMMARY_KERNELS if f"{k} | fixed" in s), None)
+        if kernel is None:
+            continue
+        tf = [s[f"{v} | fixed"] for v, _ in TRANSFORMERS_COLUMNS if f"{v} | fixed" in s]
+        fixed = f"{_ms(s[f'{kernel} | fixed'])} vs {_ms(min(tf))}" if tf else _ms(s[f"{kernel} | fixed"])
+        name = kernel.removeprefix("adaptk").strip() or "exact"
+        for mix, fr in r["flop_ratio"].items():
+            ratio = r["ratios"].get(f"{kernel} | {mix}")
+            if mix == "fixed" or ratio is None:
+                continue
+            lines.append(f"| {r['shape']['label']} | {mix} | {fr:.3f} | {ratio:.3f} ({name}) | {fixed} |")
+    return "\n".join(lines)
+
+
+def render_summary(result: dict[str, Any], command: str | None = None) -> str:
+    """The README's block: the compact table and the configuration it holds for."""
+    head = f"`{command}`: " if command else ""
+    return f"{head}{describe_run(result)}.\n\n{summary_table(result)}\n"
+
+
+def render_full_block(result: dict[str, Any], command: str | None = None) -> str:
+    """docs/performance.md's block: every table of the run, under the line that made it."""
+    head = f"Written by `{command}` on {_machine(result['environment'])}. " if command else ""
+    return head + render_markdown(result).split("\n", 2)[2]  # render_markdown's title left out
+
+
+def markdown_blocks(result: dict[str, Any], command: str | None = None) -> dict[str, str]:
+    """What each generated block (``<!-- bench:begin -->``, ``<!-- bench-summary:begin -->``) holds."""
+    return {FULL_BLOCK: render_full_block(result, command), SUMMARY_BLOCK: render_summary(result, command)}
+
+
+def update_markdown(path: str | Path, result: dict[str, Any], command: str | None = None) -> Path:
+    """Rewrite the generated blocks present in the Markdown file ``path`` (atomic; nothing else changes).
+
+    Raises :class:`adaptk.bench.markdown_block.MarkdownBlockError` where the file has neither block.
+    """
+    from adaptk.bench.markdown_block import rewrite_blocks
+
+    return rewrite_blocks(path, markdown_blocks(result, command))
