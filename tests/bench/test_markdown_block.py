@@ -120,17 +120,35 @@ def test_rewrite_is_atomic_and_keeps_mode_and_links(tmp_path, monkeypatch):
 
 def test_summary_table_of_a_real_run(tiny_result):
     layer = tiny_result["layers"][0]
-    table = summary_table(tiny_result)
-    fixed = layer["seconds"]["adaptk | fixed"]
-    for mix, ratio in layer["flop_ratio"].items():
-        if mix != "fixed":
-            got = layer["ratios"][f"adaptk | {mix}"]
-            assert f"| {layer['shape']['label']} | {mix} | {ratio:.3f} | {got:.3f} (exact) |" in table
-    assert f"{fixed * 1e3:.2f} vs " in table
+    table = summary_table(tiny_result).splitlines()
+    assert table[0] == ("| layer | half k=1: time / ideal | all k=1: time / ideal "
+                        "| fixed k, ms: adaptk vs transformers' fastest |")
+    s = layer["seconds"]
+    fastest_tf = min(s[f"transformers {b} | fixed"] for b in ("eager", "grouped_mm", "batched_mm")
+                     if f"transformers {b} | fixed" in s)
+    cells = [f"{layer['ratios'][f'adaptk | {m}']:.3f} / {layer['flop_ratio'][m]:.3f}" for m in ("half k=1", "all k=1")]
+    assert table[2] == (f"| {layer['shape']['label']} | {cells[0]} | {cells[1]} "
+                        f"| {s['adaptk | fixed'] * 1e3:.2f} (exact) vs {fastest_tf * 1e3:.2f} |")
     summary = render_summary(tiny_result, command="adaptk bench --quick")
     env = tiny_result["environment"]
     assert summary.startswith("`adaptk bench --quick`: ")
-    assert f"{env['threads']} threads, wall clock, float32, medians of 1 trials" in summary
+    threads = f"{env['threads']} thread" + ("" if env["threads"] == 1 else "s")
+    assert f"{threads}, wall clock, float32, medians of 1 trial;" in summary
+
+
+def test_summary_merges_half_k_columns():
+    """Shapes with native k 4 and 8 put "all k=2" and "all k=4" in one "all k=K/2" column."""
+    def layer(label, mixes):
+        return {"shape": {"label": label}, "flop_ratio": {"fixed": 1.0, **{m: 0.5 for m in mixes}},
+                "ratios": {f"adaptk native | {m}": 0.6 for m in mixes},
+                "seconds": {"adaptk native | fixed": 0.002}}
+
+    result = {"layers": [layer("a", ["half k=1", "all k=1"]), layer("b", ["half k=1", "all k=4", "all k=1"]),
+                         layer("c", ["half k=1", "all k=2", "all k=1"])]}
+    lines = summary_table(result).splitlines()
+    assert lines[0].count("all k=K/2") == 1 and "all k=4" not in lines[0]
+    assert lines[2] == "| a | 0.600 / 0.500 | - | 0.600 / 0.500 | 2.00 (native) |"
+    assert lines[3] == lines[4].replace("| c |", "| b |")
 
 
 def test_update_markdown_fills_both_blocks(tmp_path, tiny_result):
@@ -172,3 +190,13 @@ def test_cli_rewrites_the_block(tmp_path, capsys):
     assert text.endswith("<!-- bench:end -->\n\nafter\n") and "old tables" not in text
     assert "| tiny H32 I48 8x top-2 T24 | half k=1 | 0.750 |" in text
     assert f"rewrote the generated blocks of {path}" in capsys.readouterr().out
+
+
+def test_the_repository_docs_hold_their_generated_blocks():
+    """README.md has the compact block and docs/performance.md the full one, well formed, so that
+    ``adaptk bench --markdown`` can regenerate both."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    check_blocks(root / "README.md", ("bench-summary",))
+    check_blocks(root / "docs" / "performance.md", ("bench",))

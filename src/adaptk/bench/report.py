@@ -158,32 +158,49 @@ def _machine(env: dict[str, Any]) -> str:
     return host if env["device"] == "cpu" else f"{env['device']} (host {host})"
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def describe_run(result: dict[str, Any]) -> str:
     """One line: the configuration the numbers hold for (machine, threads, clock, dtype, trials)."""
     env = result["environment"]
-    return (f"{_machine(env)}, {env['threads']} threads, {result.get('clock', 'wall')} clock, "
-            f"{result['dtype']}, medians of {result['trials']} trials; "
+    return (f"{_machine(env)}, {_count(env['threads'], 'thread')}, {result.get('clock', 'wall')} clock, "
+            f"{result['dtype']}, medians of {_count(result['trials'], 'trial')}; "
             f"torch {env['torch']}, transformers {env['transformers']}")
 
 
+_COLUMN_ORDER = {"half k=1": 0, "all k=K/2": 1, "all k=1": 2}
+
+
+def _mix_column(mix: str) -> str:
+    """The summary's column of a k mix: "all k=2" and "all k=4" share "all k=K/2"."""
+    return "all k=K/2" if mix.startswith("all k=") and mix != "all k=1" else mix
+
+
 def summary_table(result: dict[str, Any]) -> str:
-    """The compact table: per layer shape and k mix, the fastest adaptk kernel's time ratio
-    against the FLOP ideal, and its fixed-k time against transformers' fastest back-end."""
-    lines = ["| layer | k mix | FLOP ideal | time / fixed k | fixed k: adaptk vs transformers (ms) |",
-             "|---|---|---|---|---|"]
+    """The compact table, one row per layer shape: for each k mix, time(mix) / time(fixed k) of
+    adaptk's ``native`` kernel (else the first of onednn-packed, onednn, exact that ran) next to
+    the FLOP ideal, and that kernel's fixed-k time against transformers' fastest back-end."""
+    columns = sorted(dict.fromkeys(_mix_column(m) for r in result["layers"] for m in r["flop_ratio"] if m != "fixed"),
+                     key=lambda c: _COLUMN_ORDER.get(c, len(_COLUMN_ORDER)))  # most experts kept first
+    lines = ["| layer | " + " | ".join(f"{c}: time / ideal" for c in columns)
+             + " | fixed k, ms: adaptk vs transformers' fastest |",
+             "|---|" + "---|" * (len(columns) + 1)]
     for r in result["layers"]:
         s = r["seconds"]
         kernel = next((k for k in _SUMMARY_KERNELS if f"{k} | fixed" in s), None)
         if kernel is None:
             continue
-        tf = [s[f"{v} | fixed"] for v, _ in TRANSFORMERS_COLUMNS if f"{v} | fixed" in s]
-        fixed = f"{_ms(s[f'{kernel} | fixed'])} vs {_ms(min(tf))}" if tf else _ms(s[f"{kernel} | fixed"])
-        name = kernel.removeprefix("adaptk").strip() or "exact"
-        for mix, fr in r["flop_ratio"].items():
+        cells = dict.fromkeys(columns, "-")
+        for mix, ideal in r["flop_ratio"].items():
             ratio = r["ratios"].get(f"{kernel} | {mix}")
-            if mix == "fixed" or ratio is None:
-                continue
-            lines.append(f"| {r['shape']['label']} | {mix} | {fr:.3f} | {ratio:.3f} ({name}) | {fixed} |")
+            if mix != "fixed" and ratio is not None:
+                cells[_mix_column(mix)] = f"{ratio:.3f} / {ideal:.3f}"
+        tf = [s[f"{v} | fixed"] for v, _ in TRANSFORMERS_COLUMNS if f"{v} | fixed" in s]
+        name = kernel.removeprefix("adaptk").strip() or "exact"
+        fixed = f"{_ms(s[f'{kernel} | fixed'])} ({name})" + (f" vs {_ms(min(tf))}" if tf else "")
+        lines.append(f"| {r['shape']['label']} | " + " | ".join(cells.values()) + f" | {fixed} |")
     return "\n".join(lines)
 
 
