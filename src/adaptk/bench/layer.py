@@ -179,7 +179,7 @@ def _weight_bytes(experts: torch.nn.Module) -> int:
 def _read_weights(experts: torch.nn.Module) -> None:
     """One streaming pass over every expert weight (memory-bound: what reading them costs): a
     byte-wise max, which runs at memory speed in any dtype (a float32 sum of bfloat16 weights
-    converts every element and ran at 1 GB/s, a thirtieth of the read speed)."""
+    would convert every element and be bound by that arithmetic, not by memory)."""
     for p in experts.parameters():
         p.detach().contiguous().view(torch.uint8).amax()
 

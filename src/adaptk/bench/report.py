@@ -165,3 +165,88 @@ def write(result: dict[str, Any], out_dir: str | Path, *, overwrite: bool = Fals
     out = write_folder(out_dir, KIND, {"bench.json": json.dumps(result, indent=2, default=str),
                                        "bench.md": render_markdown(result)}, overwrite=overwrite)
     return out / "bench.json", out / "bench.md"
+
+
+# --- generated blocks of Markdown files (``adaptk bench --markdown FILE``) ---
+
+FULL_BLOCK, SUMMARY_BLOCK = "bench", "bench-summary"
+_SUMMARY_KERNELS = ("adaptk native", "adaptk onednn-packed", "adaptk onednn", "adaptk")
+
+
+def _machine(env: dict[str, Any]) -> str:
+    cores = f", {env['cores']} cores" if env.get("cores") else ""
+    host = f"{env.get('cpu') or 'cpu'}{cores}"
+    return host if env["device"] == "cpu" else f"{env['device']} (host {host})"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def describe_run(result: dict[str, Any]) -> str:
+    """One line: the configuration the numbers hold for (machine, threads, clock, dtype, trials)."""
+    env = result["environment"]
+    return (f"{_machine(env)}, {_count(env['threads'], 'thread')}, {result.get('clock', 'wall')} clock, "
+            f"{result['dtype']}, medians of {_count(result['trials'], 'trial')}; "
+            f"torch {env['torch']}, transformers {env['transformers']}")
+
+
+_COLUMN_ORDER = {"half k=1": 0, "all k=K/2": 1, "all k=1": 2}
+
+
+def _mix_column(mix: str) -> str:
+    """The summary's column of a k mix: "all k=2" and "all k=4" share "all k=K/2"."""
+    return "all k=K/2" if mix.startswith("all k=") and mix != "all k=1" else mix
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    """The compact table, one row per layer shape: for each k mix, time(mix) / time(fixed k) of
+    adaptk's ``native`` kernel (else the first of onednn-packed, onednn, exact that ran) next to
+    the FLOP ideal, and that kernel's fixed-k time against transformers' fastest back-end."""
+    columns = sorted(dict.fromkeys(_mix_column(m) for r in result["layers"] for m in r["flop_ratio"] if m != "fixed"),
+                     key=lambda c: _COLUMN_ORDER.get(c, len(_COLUMN_ORDER)))  # most experts kept first
+    lines = ["| layer | " + " | ".join(f"{c}: time / ideal" for c in columns)
+             + " | fixed k, ms: adaptk vs transformers' fastest |",
+             "|---|" + "---|" * (len(columns) + 1)]
+    for r in result["layers"]:
+        s = r["seconds"]
+        kernel = next((k for k in _SUMMARY_KERNELS if f"{k} | fixed" in s), None)
+        if kernel is None:
+            continue
+        cells = dict.fromkeys(columns, "-")
+        for mix, ideal in r["flop_ratio"].items():
+            ratio = r["ratios"].get(f"{kernel} | {mix}")
+            if mix != "fixed" and ratio is not None:
+                cells[_mix_column(mix)] = f"{ratio:.3f} / {ideal:.3f}"
+        tf = [s[f"{v} | fixed"] for v, _ in TRANSFORMERS_COLUMNS if f"{v} | fixed" in s]
+        name = kernel.removeprefix("adaptk").strip() or "exact"
+        fixed = f"{_ms(s[f'{kernel} | fixed'])} ({name})" + (f" vs {_ms(min(tf))}" if tf else "")
+        lines.append(f"| {r['shape']['label']} | " + " | ".join(cells.values()) + f" | {fixed} |")
+    return "\n".join(lines)
+
+
+def render_summary(result: dict[str, Any], command: str | None = None) -> str:
+    """The README's block: the compact table and the configuration it holds for."""
+    head = f"`{command}`: " if command else ""
+    return f"{head}{describe_run(result)}.\n\n{summary_table(result)}\n"
+
+
+def render_full_block(result: dict[str, Any], command: str | None = None) -> str:
+    """docs/performance.md's block: every table of the run, under the line that made it."""
+    head = f"Written by `{command}` on {_machine(result['environment'])}. " if command else ""
+    return head + render_markdown(result).split("\n", 2)[2]  # render_markdown's title left out
+
+
+def markdown_blocks(result: dict[str, Any], command: str | None = None) -> dict[str, str]:
+    """What each generated block (``<!-- bench:begin -->``, ``<!-- bench-summary:begin -->``) holds."""
+    return {FULL_BLOCK: render_full_block(result, command), SUMMARY_BLOCK: render_summary(result, command)}
+
+
+def update_markdown(path: str | Path, result: dict[str, Any], command: str | None = None) -> Path:
+    """Rewrite the generated blocks present in the Markdown file ``path`` (atomic; nothing else changes).
+
+    Raises :class:`adaptk.bench.markdown_block.MarkdownBlockError` where the file has neither block.
+    """
+    from adaptk.bench.markdown_block import rewrite_blocks
+
+    return rewrite_blocks(path, markdown_blocks(result, command))

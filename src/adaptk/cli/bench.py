@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "mixtral-like:1024:3584:8:2:4096 (hidden, expert width, experts, native k, tokens)")
     parser.add_argument("--kernels", default=None, metavar="K1,K2", type=_kernels,
                         help="adaptk matmul kernels to time (default: exact,onednn,onednn-packed,native; those that cannot run here are skipped)")
+    parser.add_argument("--markdown", action="append", default=None, metavar="FILE",
+                        help="rewrite the generated blocks of this Markdown file with the new tables "
+                             "(<!-- bench:begin --> ... <!-- bench:end -->: every table; <!-- bench-summary:begin --> "
+                             "... <!-- bench-summary:end -->: the compact one); the rest of the file is kept; "
+                             "repeatable, checked before the run")
 
 
 def _kernels(value: str) -> tuple[str, ...]:
@@ -66,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from adaptk.bench import PRESETS, run_bench
-    from adaptk.bench.report import check_out, render_markdown, write
+    from adaptk.bench.markdown_block import check_blocks
+    from adaptk.bench.report import FULL_BLOCK, SUMMARY_BLOCK, check_out, render_markdown, update_markdown, write
 
     if args.out:
         check_out(args.out, args.overwrite)  # before the long run
@@ -85,10 +91,39 @@ def run(args: argparse.Namespace) -> int:
     if args.kernels:
         changes["kernels"] = args.kernels
     cfg = dataclasses.replace(cfg, **changes)
+    for path in args.markdown or ():  # before the run: a bad file must not cost minutes of timing
+        check_blocks(path, (FULL_BLOCK, SUMMARY_BLOCK))
     result = run_bench(cfg, preset="custom shapes" if args.shape else args.preset, device=args.device,
                        progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     print(render_markdown(result))
     if args.out:
         jpath, mpath = write(result, args.out, overwrite=args.overwrite)
         print(f"wrote {jpath} and {mpath}")
+    for path in args.markdown or ():
+        update_markdown(path, result, command=command_line(args))
+        print(f"rewrote the generated blocks of {path}")
     return 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``adaptk bench`` command that reproduces this run's tables (no output options)."""
+    import dataclasses
+    import shlex
+
+    words = ["adaptk", "bench", f"--{args.preset}"]
+    for flag, value in (("--trials", args.trials), ("--warmup", args.warmup), ("--dtype", args.dtype),
+                        ("--clock", args.clock), ("--threads", args.threads),
+                        ("--layers-only-first", args.layers_only_first)):
+        if value is not None:
+            words += [flag, str(value)]
+    if args.device != "cpu":
+        words += ["--device", args.device]
+    if args.kernels:
+        words += ["--kernels", ",".join(args.kernels)]
+    for shape in args.shape or ():
+        words += ["--shape", ":".join(str(v) for v in dataclasses.astuple(shape))]
+    if args.no_model:
+        words.append("--no-model")
+    for model in args.model or ():
+        words += ["--model", model]
+    return shlex.join(words)

@@ -1,9 +1,9 @@
 """adaptk's own small-row GEMM (``csrc/small_gemm.c``), compiled on first use for this CPU.
 
 A MoE layer hands each expert a few rows (8 at 512 tokens for 64 experts x top-1), where
-general GEMMs (MKL, oneDNN) run at half their speed: they re-lay out or re-read the weights
-for rows that do little work with them. This kernel keeps each expert's weights in column
-panels, streamed once per call (docs/performance.md measures it against oneDNN).
+general GEMMs (MKL, oneDNN) are inefficient: they re-lay out or re-read the weights for rows
+that do little work with them. This kernel keeps each expert's weights in column panels,
+streamed once per call (``adaptk bench`` times it against oneDNN: docs/performance.md).
 
 The C file is compiled once per source (with the headers it includes), compiler, flags and CPU
 (``-march=native``) into a cache folder (``$ADAPTK_CACHE_DIR``, else ``$XDG_CACHE_HOME/adaptk``,

@@ -2,7 +2,7 @@
 
 At one token, right after a layer call (a decode step), what surrounds the routing arithmetic
 costs more than the arithmetic: each torch op dispatched from Python, each tensor check and
-allocation, ctypes' argument handling, a few microseconds with the caches cold. This module
+allocation, ctypes' argument handling, all the slower with the caches cold. This module
 compiles a small torch extension, linked with ``route_topk.c``, with two classes:
 
 - ``Fused``, the default router (``fused.fused_router``): the model's linear layer and float32
@@ -13,7 +13,7 @@ compiles a small torch extension, linked with ``route_topk.c``, with two classes
 
 It needs a C++ compiler, torch's headers (in its wheel) and Python's (``Python.h``), and builds
 once per source, compiler, torch and Python version and CPU into the native kernel's cache
-folder (``native.cache_dir()``; about 10 s). Where it cannot, ``unavailable()`` says why: the
+folder (``native.cache_dir()``; a one-time compile). Where it cannot, ``unavailable()`` says why: the
 fused router then runs the model's scores in Python and the C step through ctypes, and the
 native router uses ctypes (the same results, slower per call).
 """

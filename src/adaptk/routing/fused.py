@@ -1,7 +1,7 @@
 """The routing step of a softmax top-k router in one C call (``experts/csrc/route_topk.c``).
 
-At one token (a decode step) each torch op of the routing step costs microseconds of dispatch,
-and several times that when the experts of the layer before have evicted the caches. For the
+At one token (a decode step) the torch ops of the routing step cost more in dispatch than in
+arithmetic, the more so when the experts of the layer before have evicted the caches. For the
 common case, a router whose experts are ranked by the softmax probabilities and a policy whose
 k is a step function of the entropy (``Policy.rank_thresholds``), the top-k, the threshold
 comparison, the sentinel fill, the kept weights (renormalised for K <= 2) and the NaN/Inf check
@@ -10,9 +10,8 @@ of the logits run as one pass in C, compiled for this CPU like the native kernel
 It gives torch's bits or none: the entropy is torch's (``entropy_nats``); a row whose K + 1
 largest probabilities tie, where the C code cannot promise torch.topk's order among them, takes
 its top K from torch.topk on those rows (``decide``'s own call: the same order), the other rows
-staying in C; a NaN probability declines the call and the caller runs the torch ops. (In
-bfloat16 ties are common: with 64 experts, a fifth of the rows of random router inputs have one,
-so a call of a few hundred tokens nearly always holds some.)
+staying in C; a NaN probability declines the call and the caller runs the torch ops. (Ties
+are common in bfloat16, so they are handled row by row rather than by declining the call.)
 
 ``fused_router`` binds the whole default router call through ``binding``'s C++ extension where
 it builds: the model's own linear layer and softmax (the same at:: ops, the same bits), torch's
@@ -165,7 +164,7 @@ class NativeRouter:
     the tokens in (``LayerStats``, on the CPU: the C code adds to its counters in place; nothing
     is counted for a call with a NaN/Inf logit). All fixed when built, so that a call is three
     allocations (six with ``selection``) and one C call: at one token, after a layer has evicted
-    the caches, each torch op and each line of Python costs microseconds. (State: the
+    the caches, each torch op and each line of Python costs more than the arithmetic. (State: the
     addresses it passes to C, kept alive with their tensors.)
 
     A call takes hidden [T, H] and weight [N, H] (both float32 or both bfloat16, contiguous CPU;

@@ -1,6 +1,6 @@
 /* adaptk: the routing step of a softmax top-k router under an entropy-threshold policy, in one
- * call (adaptk/routing/fused.py). At one token a torch op costs microseconds of dispatch, and
- * tens of microseconds when the layer before has evicted the caches. The entry points:
+ * call (adaptk/routing/fused.py). At one token the torch ops cost more in dispatch than in
+ * arithmetic, the more so when the layer before has evicted the caches. The entry points:
  *
  * adaptk_route_topk (the "fused" step) replaces the top-k, the threshold comparison, the
  * sentinel fill, the kept weights and (for K <= 2) their renormalisation, and the NaN/Inf check

@@ -32,8 +32,8 @@
 #define NR 32
 #define PREFETCH 16  /* panel rows (k steps) ahead */
 /* software prefetch of the panel in the first row block only, and only from this many rows in
- * it (so never where MR = 4): below that the hardware prefetcher alone was as fast or faster
- * (docs/performance.md; docs/scripts/native_builds.py compares builds with -DPREFETCH_ROWS=...) */
+ * it (so never where MR = 4): below that the hardware prefetcher alone does as well
+ * (docs/scripts/native_builds.py compares builds with -DPREFETCH_ROWS=...) */
 #ifndef PREFETCH_ROWS
 #define PREFETCH_ROWS 11
 #endif
