@@ -206,3 +206,15 @@ def test_native_k_is_bit_identical_with_the_work_split_between_threads(family):
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(out, ref), f"max |diff| {(out - ref).abs().max().item():.3g}"
+
+
+@pytest.mark.parametrize(("family", "regime"), [(f, r) for f in FAMILIES for r in regimes_for(f) if r != "default"])
+def test_native_k_is_bit_identical_in_bfloat16_in_every_weight_regime(family, regime):
+    model = reweight(tiny_model(family, **ODD_WIDTH), family, regime).to(torch.bfloat16)
+    ids = _ids(9, shape=(2, 24))
+    with torch.no_grad():
+        ref = model(ids).logits
+        k = find_moe_layers(model)[0].native_k
+        with adaptk.patch(model, adaptk.FixedTopK(k)):
+            out = model(ids).logits
+    assert torch.equal(out, ref), f"max |diff| {(out.float() - ref.float()).abs().max().item():.3g}"
