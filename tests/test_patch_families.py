@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import adaptk
 from adaptk.models import find_moe_layers
-from tiny_models import TINY, tiny_model
+from tiny_models import ODD_WIDTH, TINY, regimes_for, reweight, tiny_model
 
 FAMILIES = sorted(TINY)
 IMPLS = ["eager", None]  # None: transformers' default back-end (grouped_mm)
@@ -161,3 +161,60 @@ def test_native_k_is_bit_identical_in_bfloat16(family):
         with adaptk.patch(model, adaptk.FixedTopK(k)):
             out = model(ids).logits
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def _regime_cases():
+    for family in FAMILIES:
+        for regime in regimes_for(family):
+            for width in ("tiny", "odd"):
+                yield pytest.param(family, regime, width, id=f"{family}-{regime}-{width}")
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=["eager", "default"])
+@pytest.mark.parametrize(("family", "regime", "width"), list(_regime_cases()))
+def test_native_k_is_bit_identical_in_every_weight_regime(family, regime, width, impl):
+    """FixedTopK(native k) gives the unpatched logits bit for bit whatever the weights: transformers'
+    init, every parameter N(0, 0.2), near one-hot routers, large router biases; at the tiny widths
+    and at an expert width with scalar tails in torch's vector loops (``ODD_WIDTH``)."""
+    model = reweight(tiny_model(family, experts_implementation=impl, **(ODD_WIDTH if width == "odd" else {})),
+                     family, regime)
+    ids = _ids(7, shape=(2, 24))
+    with torch.no_grad():
+        ref = model(ids).logits
+        assert torch.isfinite(ref).all()
+        k = find_moe_layers(model)[0].native_k
+        with adaptk.patch(model, adaptk.FixedTopK(k)):
+            out = model(ids).logits
+    assert torch.equal(out, ref), f"max |diff| {(out - ref).abs().max().item():.3g}"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_native_k_is_bit_identical_with_the_work_split_between_threads(family):
+    """Two intra-op threads and experts wide enough that torch splits an elementwise op's work
+    between them (more than its 32768-element grain): where the split falls depends on the
+    tensor's size, so the gate must run on all rows at once as grouped_mm runs it."""
+    model = reweight(tiny_model(family, intermediate_size=3000, moe_intermediate_size=3000), family, "normal")
+    ids = _ids(8, shape=(2, 24))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            ref = model(ids).logits
+            k = find_moe_layers(model)[0].native_k
+            with adaptk.patch(model, adaptk.FixedTopK(k)):
+                out = model(ids).logits
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(out, ref), f"max |diff| {(out - ref).abs().max().item():.3g}"
+
+
+@pytest.mark.parametrize(("family", "regime"), [(f, r) for f in FAMILIES for r in regimes_for(f) if r != "default"])
+def test_native_k_is_bit_identical_in_bfloat16_in_every_weight_regime(family, regime):
+    model = reweight(tiny_model(family, **ODD_WIDTH), family, regime).to(torch.bfloat16)
+    ids = _ids(9, shape=(2, 24))
+    with torch.no_grad():
+        ref = model(ids).logits
+        k = find_moe_layers(model)[0].native_k
+        with adaptk.patch(model, adaptk.FixedTopK(k)):
+            out = model(ids).logits
+    assert torch.equal(out, ref), f"max |diff| {(out.float() - ref.float()).abs().max().item():.3g}"

@@ -97,3 +97,50 @@ def _randomise_routers(model: torch.nn.Module) -> None:
         for name, b in model.named_buffers():
             if name.endswith("e_score_correction_bias"):
                 b.copy_(torch.randn(b.shape, generator=g) * 0.05)
+
+
+# weight regimes for the bit-exactness tests: how the tiny model's weights are drawn
+REGIMES = ("default", "normal", "peaked", "biased")
+# families whose routers rank with a bias: (where it sits on the router, parameter or buffer)
+ROUTER_BIAS = {"gpt_oss": "bias", "deepseek_v3": "e_score_correction_bias", "glm4_moe": "e_score_correction_bias",
+               "ernie4_5_moe": "moe_statics.e_score_correction_bias"}
+# an expert width that is not a multiple of torch's vector loop (16 float32 lanes: two AVX2
+# registers), so elementwise ops on [rows, I] tensors have scalar tails; still a multiple of 8
+ODD_WIDTH = dict(intermediate_size=24, moe_intermediate_size=24)
+
+
+def regimes_for(family: str) -> tuple[str, ...]:
+    """The weight regimes that apply to ``family`` ("biased" only where its router has a bias)."""
+    return tuple(r for r in REGIMES if r != "biased" or family in ROUTER_BIAS)
+
+
+def reweight(model: torch.nn.Module, family: str, regime: str, seed: int = 99) -> torch.nn.Module:
+    """Redraw the weights of a tiny model in place, in one of ``REGIMES``:
+
+    - "default": as ``tiny_model`` made them (transformers' init, routers spread out);
+    - "normal": every parameter, router biases and correction biases included, N(0, 0.2);
+    - "peaked": "normal", with every router weight scaled by 20 (near one-hot softmax);
+    - "biased": "normal", with the router's bias drawn N(0, 2) (large next to its logits).
+    """
+    from adaptk.models import find_moe_layers
+
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
+    if regime == "default":
+        return model
+    g = torch.Generator().manual_seed(seed)
+    layers = find_moe_layers(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.2)
+        for layer in layers:
+            if regime == "peaked":
+                layer.router.weight.mul_(20)
+            elif regime == "biased":
+                tensors = {**dict(layer.router.named_parameters()), **dict(layer.router.named_buffers())}
+                bias = tensors[ROUTER_BIAS[family]]
+                bias.copy_(torch.randn(bias.shape, generator=g) * 2)
+    return model

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from adaptk.errors import PatchError, RoutingInputError
-from adaptk.experts.kernels import kernel_for
+from adaptk.errors import KernelError, PatchError, RoutingInputError
+from adaptk.experts.kernels import check_kernel, check_kernel_name, kernel_for
 from adaptk.experts.variable_k import bind as bind_experts
 from adaptk.experts.variable_k import register_with_transformers
 from adaptk.models.families import RenormalisedTopK
@@ -49,13 +49,15 @@ class _Installed:
     """One replaced forward, and how to undo it."""
 
     def __init__(self, module: nn.Module, fn: Callable[..., Any]) -> None:
-        self.module, self.slot = module, _forward_slot(module)
+        self.module, self.slot, self.fn = module, _forward_slot(module), fn
         self.saved = module.__dict__.get(self.slot, _MISSING)
-        setattr(module, self.slot, fn)
+
+    def install(self) -> None:
+        setattr(self.module, self.slot, self.fn)
 
     def undo(self) -> None:
-        if self.saved is _MISSING:
-            delattr(self.module, self.slot)
+        if self.saved is _MISSING:  # (also where install never ran)
+            self.module.__dict__.pop(self.slot, None)
         else:
             setattr(self.module, self.slot, self.saved)
 
@@ -195,7 +197,11 @@ def _routed_forward(layer: MoELayer, policy: Policy, stats: LayerStats | None, c
 
 
 class PatchHandle:
-    """What ``patch`` returns: a context manager whose exit (or ``unpatch()``) restores the model."""
+    """What ``patch`` returns: a context manager whose exit (or ``unpatch()``) restores the model.
+
+    All or nothing: every layer's kernel is checked and every replacement forward built before
+    any is installed, and a failure while installing undoes what was installed (and the
+    model's mark) before it propagates, so a patch that raises leaves the model as it was."""
 
     def __init__(self, model: nn.Module, policy: Policy, layers: list[MoELayer], check: str,
                  kernel: str = "exact", collect_stats: bool = True, routing: str = "fused") -> None:
@@ -204,21 +210,47 @@ class PatchHandle:
         self._stats: list[LayerStats] = []
         self._installed: list[_Installed] = []
         self.kernels: list = []  # one matmul kernel per experts module (holding packed weights, if any)
+        check_kernel_name(kernel)
+        for layer in layers:  # every layer's eligibility (device, dtype) before anything is built
+            try:
+                check_kernel(layer.experts, kernel)
+            except KernelError as err:
+                raise KernelError(f"MoE layer {layer.index} ({layer.name}): {err}") from None
+        replacements: list[tuple[nn.Module, Callable[..., Any]]] = []
         for layer in layers:
             device = layer.router.weight.device
             stats = LayerStats(layer.index, layer.name, layer.num_experts, layer.native_k,
                                policy.kmax(layer.native_k), device)
             self._stats.append(stats)
-            self._installed.append(_Installed(
+            replacements.append((
                 layer.router, _routed_forward(layer, policy, stats if collect_stats else None, check, routing)))
             order = _experts_order(layer.experts)
             matmul = kernel_for(layer.experts, kernel, order)
             self.kernels.append(matmul)
-            self._installed.append(
-                _Installed(layer.experts, bind_experts(layer.experts, order,
-                                                       stats.add_rows if collect_stats else None, matmul))
+            replacements.append(
+                (layer.experts, bind_experts(layer.experts, order, stats.add_rows if collect_stats else None, matmul))
             )
-        setattr(model, _MARK, self)
+        self._install(replacements)
+
+    def _install(self, replacements: list[tuple[nn.Module, Callable[..., Any]]]) -> None:
+        """Install every replacement forward and mark the model; on any failure undo them all first."""
+        try:
+            for module, fn in replacements:
+                inst = _Installed(module, fn)
+                self._installed.append(inst)  # recorded first: undone even if install fails half way
+                inst.install()
+            setattr(self.model, _MARK, self)
+        except BaseException:
+            self._undo()
+            raise
+
+    def _undo(self) -> None:
+        """Put back every replaced forward, last first, and remove the model's mark if it is ours."""
+        for inst in reversed(self._installed):
+            inst.undo()
+        self._installed = []
+        if self.model.__dict__.get(_MARK) is self:
+            delattr(self.model, _MARK)
 
     @property
     def active(self) -> bool:
@@ -239,9 +271,7 @@ class PatchHandle:
         """Restore every replaced forward; the model computes exactly as before the patch."""
         if not self.active:
             raise PatchError("this patch is not in place (already unpatched?)")
-        for inst in reversed(self._installed):
-            inst.undo()
-        delattr(self.model, _MARK)
+        self._undo()
 
     def __enter__(self) -> PatchHandle:
         return self

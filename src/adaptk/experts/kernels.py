@@ -242,10 +242,15 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def check_kernel_name(name: str) -> None:
+    """``KernelError`` if no kernel is registered as ``name``."""
+    if not isinstance(name, str) or name not in KERNELS:
+        raise KernelError(f"unknown kernel {name!r}; choose one of {sorted(KERNELS)}")
+
+
 def check_kernel(experts: nn.Module, name: str) -> None:
     """``KernelError`` saying why kernel ``name`` cannot run on this experts module, if it cannot."""
-    if name not in KERNELS:
-        raise KernelError(f"unknown kernel {name!r}; choose one of {sorted(KERNELS)}")
+    check_kernel_name(name)
     spec = KERNELS[name]
     if not spec.cpu_only and spec.unavailable is None:
         return

@@ -22,8 +22,11 @@ for bit:
 On CPU (``_cpu_forward``, helpers in ``cpu_fast``) experts run one at a time on contiguous row
 slices with the very calls of the mirrored back-end (CPU ``grouped_mm`` is itself a loop of
 ``mm``), each expert's output written into its slice of one [V, H] buffer, and the weighted
-rows added straight into a [T, H] accumulator: same bits, a quarter of the peak memory at
-Mixtral shapes, no [T·K, H] buffer.
+rows added straight into a [T, H] accumulator: same bits, no [T·K, H] buffer. In slot order
+the gate (or activation) and the post-expert norm run once over all kept rows, between the
+experts' up and down projections, as grouped_mm runs them (``slot_mlp_rows``: elementwise ops
+on one expert's rows are not the same bits); in expert order one expert at a time, as the
+eager loop.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from torch import nn
 
 from adaptk.errors import KernelError
 from adaptk.experts.cpu_fast import activate, combine_expert, combine_slot, mlp_combine, mlp_rows
-from adaptk.experts.kernels import ExactMatmul, PackedKernel
+from adaptk.experts.kernels import ExactMatmul, PackedKernel, no_grad_needed
 from adaptk.routing.counts import count_ids
 
 ORDERS = ("expert", "slot")
@@ -183,15 +186,60 @@ def _cpu_forward(experts: nn.Module, hidden_states: torch.Tensor, top_k_weights:
     if kernel is not None and not kernel.exact:  # any order of the adds will do
         return mlp_combine(experts, hidden_states, rows.token, w, counts, kernel)
     x = hidden_states[rows.token]  # [V, H] grouped by expert
-    out = mlp_rows(experts, x, counts, order, kernel)  # [V, H]
     if order == "slot":
+        out = slot_mlp_rows(experts, x, counts, kernel)  # [V, H]
         if rows.num_slots <= 2:
             max_kept = 1  # any order of the adds will do
         else:  # host read, free on CPU: the most slots one token keeps
             max_kept = int(count_ids(rows.token, rows.num_tokens).max())
         return combine_slot(out, w, rows.token, rows.slot, rows.num_tokens, rows.num_slots,
                             hidden_states.dtype, max_kept)
+    out = mlp_rows(experts, x, counts, order, kernel)  # [V, H]
     return combine_expert(out, w, rows.token, counts, hidden_states)
+
+
+def _projected(kernel: ExactMatmul, up: bool, x: torch.Tensor, counts: list[int], width: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    """One projection of every expert's rows, x [V, in] grouped by expert -> [V, width] in
+    ``dtype``, with the kernel's calls expert by expert (written in place where autograd records
+    nothing)."""
+    in_place = isinstance(kernel, ExactMatmul) and no_grad_needed(x, *_weight(kernel.experts, up))
+    out = torch.empty(x.shape[0], width, dtype=dtype, device=x.device) if in_place else None
+    parts, start = [], 0
+    for e, c in enumerate(counts):
+        if c == 0:
+            continue
+        end = start + c
+        if out is not None:
+            kernel(up, e, x[start:end], out=out[start:end])  # bias added in place
+        else:
+            parts.append(kernel(up, e, x[start:end]))
+        start = end
+    if out is not None:
+        return out
+    return torch.cat(parts) if parts else x.new_empty(0, width, dtype=dtype)
+
+
+def slot_mlp_rows(experts: nn.Module, x: torch.Tensor, counts: list[int],
+                  kernel: ExactMatmul | None = None) -> torch.Tensor:
+    """order="slot" on the CPU: x [V, H] grouped by expert (``counts[e]`` rows each) -> [V, H_out],
+    in grouped_mm's order of operations: the up projection of every expert, then the gate (or
+    activation) over all V rows at once, then the down projection of every expert, then the
+    post-expert norm over all rows. The gate and the norm must see the whole [V, ·] tensor as
+    transformers' grouped_mm back-end does: their transcendental functions (sigmoid, exp,
+    rsqrt) round differently in torch's vectorised loop than in its scalar tail, and which
+    elements fall in the tail (and where the threads split the work) depends on the tensor's
+    size, so one call per expert is not the same bits (GPT-OSS's interleaved gate; any family
+    once the work is split between threads). The matmuls are the mirrored back-end's own calls
+    (CPU grouped_mm is a loop of ``mm``)."""
+    kernel = kernel if kernel is not None else ExactMatmul(experts, "slot")
+    transposed = experts.is_transposed
+    w_up, w_down = _weight(experts, up=True)[0], _weight(experts, up=False)[0]
+    up_width = w_up.shape[2] if transposed else w_up.shape[1]
+    h_out = w_down.shape[2] if transposed else w_down.shape[1]
+    h = activate(experts, _projected(kernel, True, x, counts, up_width, w_up.dtype))  # [V, I]
+    out = _projected(kernel, False, h, counts, h_out, w_down.dtype)  # [V, H]
+    return experts.post_expert_norm(out) if getattr(experts, "has_post_expert_norm", False) else out
 
 
 def bind(experts: nn.Module, order: str, count_rows: Callable[[torch.Tensor], Any] | None,
