@@ -64,10 +64,11 @@ def test_policy_must_be_a_policy():
 
 
 def test_patched_layers_found_for_every_family():
-    from tiny_models import TINY
+    from tiny_models import TINY, unavailable
 
     for family in TINY:
-        assert find_moe_layers(tiny_model(family))
+        if unavailable(family) is None:  # refused under an older transformers (tests/models/test_min_transformers.py)
+            assert find_moe_layers(tiny_model(family))
 
 
 def test_patch_without_statistics_routes_the_same_and_says_so():

@@ -12,6 +12,7 @@ import pytest
 import transformers
 
 from adaptk.models.families import FAMILIES
+from adaptk.models.registry import family_unavailable
 
 
 MODELS_DIR = Path(transformers.__file__).parent / "models"
@@ -38,4 +39,6 @@ def _code(cls):
     ids=lambda v: v if isinstance(v, str) else v.name,
 )
 def test_declared_router_has_the_reference_code(family, name):
+    if family_unavailable(family):  # an older transformers: the family is refused (test_min_transformers)
+        pytest.skip(family_unavailable(family))
     assert _code(_router_class(name)) == _code(_router_class(family.router_classes[0]))

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from adaptk.experts.compat import has_post_expert_norm
 from adaptk.experts.kernels import ExactMatmul, PackedKernel, no_grad_needed
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -91,7 +92,7 @@ def mlp_rows(experts: nn.Module, x: torch.Tensor, counts: list[int], order: str,
     up = "gate_up_proj" if experts.has_gate else "up_proj"
     w_up, w_down = getattr(experts, up), experts.down_proj
     has_down_bias = experts.has_bias and experts.down_proj_bias is not None
-    transposed, norm = experts.is_transposed, experts.has_post_expert_norm
+    transposed, norm = experts.is_transposed, has_post_expert_norm(experts)
     h_out = w_down.shape[2] if transposed else w_down.shape[1]
     dtype = w_down.dtype if order == "slot" else torch.promote_types(x.dtype, w_down.dtype)
     out = torch.empty(x.shape[0], h_out, dtype=dtype, device=x.device)  # [V, H]: every row written
@@ -147,7 +148,7 @@ def mlp_combine(experts: nn.Module, hidden: torch.Tensor, token: torch.Tensor, w
     hidden dtype."""
     acc_dtype = torch.float32 if hidden.dtype in _HALF else hidden.dtype
     acc = torch.zeros(hidden.shape[0], hidden.shape[1], dtype=acc_dtype, device=hidden.device)  # [T, H]
-    norm = experts.has_post_expert_norm
+    norm = has_post_expert_norm(experts)
     starts = row_starts(counts)
     for first, end, r0, r1 in expert_runs(counts, kernel.group_rows):
         rows = token[r0:r1]  # [c]

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adaptk.errors import KernelError
+from adaptk.experts.compat import post_expert_norm
 from adaptk.experts.cpu_fast import activate, combine_expert, combine_slot, mlp_combine, mlp_rows
 from adaptk.experts.kernels import ExactMatmul, PackedKernel, no_grad_needed
 from adaptk.routing.counts import count_ids
@@ -123,7 +124,7 @@ def _expert_mlp_grouped(experts: nn.Module, x: torch.Tensor, rows: GroupedRows) 
     h = activate(experts, h)
     w, b = _weight(experts, up=False)
     out = _grouped_linear(h, w, b, rows, experts.is_transposed)
-    return experts.post_expert_norm(out) if experts.has_post_expert_norm else out
+    return post_expert_norm(experts, out)
 
 
 def variable_k_experts_forward(

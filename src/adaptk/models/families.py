@@ -134,6 +134,7 @@ JAMBA = MoEFamily(
     flattens_hidden=False,
     weights=RenormalisedTopK(False, "hidden"),
     router_attr="router",
+    min_transformers="5.21",  # JambaTopKRouter first appears in transformers 5.21
 )
 
 # ---- GPT-OSS: top-k over logits (+bias), softmax over the kept ---------------------------------
@@ -171,6 +172,7 @@ GRANITE = MoEFamily(
     scores=_granite_scores,
     weights=_logit_softmax(cast_to_hidden=True),
     router_attr="router",
+    min_transformers="5.21",  # before it, these routers return (index, weights, logits)
 )
 
 # ---- DeepSeek-V2: float32 softmax, greedy or group-limited greedy, scaled, unsorted -------------

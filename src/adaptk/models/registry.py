@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from torch import nn
@@ -26,6 +27,31 @@ def supported_router_classes() -> list[str]:
 
 def supported_families() -> list[str]:
     return sorted({f.name for f in _BY_ROUTER_CLASS.values()})
+
+
+def release(version: str) -> tuple[int, int, int]:
+    """The release numbers of a version string: '5.21' -> (5, 21, 0), '5.22.0.dev0+x' -> (5, 22, 0)."""
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    if match is None:
+        raise ValueError(f"not a version: {version!r}")
+    a, b, c = ([int(p) for p in match.group().split(".")] + [0, 0])[:3]
+    return a, b, c
+
+
+def family_unavailable(family: MoEFamily, installed: str | None = None) -> str | None:
+    """Why ``family`` cannot be patched under the transformers ``installed`` (default: the one
+    imported), or None where it can (``MoEFamily.min_transformers``)."""
+    if family.min_transformers is None:
+        return None
+    if installed is None:
+        import transformers
+
+        installed = transformers.__version__
+    if release(installed) >= release(family.min_transformers):
+        return None
+    return (f"adaptk supports {family.name} models from transformers {family.min_transformers} on "
+            f"(the installed transformers is {installed}); upgrade: pip install "
+            f"'transformers>={family.min_transformers},<6'")
 
 
 @dataclass(frozen=True)
@@ -63,6 +89,10 @@ def find_moe_layers(model: nn.Module) -> list[MoELayer]:
             experts = module._modules.get(family.experts_attr)
             if experts is None:
                 continue
+            why = family_unavailable(family)
+            if why is not None:  # its router would be mirrored wrong: refuse, never route it
+                raise UnsupportedModelError(f"{type(model).__name__}: MoE layer {name!r} "
+                                            f"({type(child).__name__}): {why}")
             layers.append(MoELayer(len(layers), name, module, child, experts, family))
     if not layers:
         raise UnsupportedModelError(

@@ -56,6 +56,9 @@ class MoEFamily:
     # temperature): adaptk's C++ routers (adaptk.routing.fused) may compute them in one call
     linear_softmax: bool = False
     flattens_hidden: bool = True  # (linear_softmax) the scores flatten hidden to [T, H] first
+    # the first transformers release whose routers of this family follow the convention above
+    # (return (logits, weights, index), mirrored op for op); None: every transformers 5.x
+    min_transformers: str | None = None
 
     def __post_init__(self) -> None:
         if not self.router_classes:
