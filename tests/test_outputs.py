@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaptk import outputs as O
+from adaptk.outputs import temps as OT
+from adaptk.outputs import write as OW
 from adaptk.errors import AdaptkError
 from adaptk.outputs import MARKER, OutputError, OutputExistsError
 
@@ -172,7 +174,7 @@ def test_checks_see_missing_permission(tmp_path):
 def test_a_failed_write_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
     out = O.write_folder(tmp_path / "rep", "report", FILES)
     before = tree(out)
-    real, calls = O._write_new, []
+    real, calls = OW._write_new, []
 
     def failing(path, data):
         calls.append(path)
@@ -180,7 +182,7 @@ def test_a_failed_write_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(O, "_write_new", failing)
+    monkeypatch.setattr(OW, "_write_new", failing)
     with pytest.raises(OutputError, match="No space left"):
         O.write_folder(out, "report", {"results.json": "NEW", "report.html": "NEW"})
     assert tree(out) == before and sorted(p.name for p in out.iterdir()) == sorted([*FILES, MARKER])
@@ -196,7 +198,7 @@ KILLED_WRITE = textwrap.dedent("""
     real = os.replace
     def kill_on_rename(a, b):
         os.kill(os.getpid(), signal.SIGKILL)
-    O.os.replace = kill_on_rename
+    os.replace = kill_on_rename
     if sys.argv[1] == "folder":
         O.write_folder(sys.argv[2], "report", {"results.json": "{}"})
     else:
@@ -207,7 +209,7 @@ KILLED_WRITE = textwrap.dedent("""
 @pytest.mark.parametrize("what", ["folder", "file"])
 def test_stale_temps_of_a_killed_write_are_cleaned_next_time(tmp_path, what):
     target = tmp_path / ("rep" if what == "folder" else "p.json")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(O.__file__).parents[1]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(O.__file__).parents[2]),
                                                          os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", KILLED_WRITE, what, str(target)], env=env, timeout=120)
     assert proc.returncode == -9
@@ -215,7 +217,7 @@ def test_stale_temps_of_a_killed_write_are_cleaned_next_time(tmp_path, what):
     temps = [p for p in where.iterdir() if O.TMP_TAG in p.name]
     assert temps, "the killed write should have left its temp entry"
     # a temp of a live writer (this process) and one of another host, recent, are left alone
-    live = where / (O._tmp_prefix("" if what == "folder" else target.name) + "live")
+    live = where / (OT._tmp_prefix("" if what == "folder" else target.name) + "live")
     live.mkdir()
     other = where / f".{'' if what == 'folder' else target.name + '.'}{O.TMP_TAG}-00000000-1-x"
     other.mkdir()
