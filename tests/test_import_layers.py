@@ -12,7 +12,7 @@ BELOW = [("adaptk.calibrate", "adaptk.evaluate"), ("adaptk.measure", "adaptk.cal
 
 @pytest.fixture(scope="module")
 def graph():
-    return grimp.build_graph("adaptk")
+    return grimp.build_graph("adaptk", cache_dir=None)
 
 
 @pytest.mark.parametrize(("low", "high"), BELOW)
