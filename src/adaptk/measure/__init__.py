@@ -2,7 +2,7 @@
 measure (perplexity and routing counters of a policy).
 
 Below ``calibrate`` and ``evaluate`` (both use it); it imports only the engine adapter
-(``adaptk.patch``), ``routing``, ``models``, ``data`` and ``errors``.
+(``adaptk.patch``), ``routing``, ``stats`` and ``errors``.
 """
 
 from adaptk.measure.forward import Measured, measure
