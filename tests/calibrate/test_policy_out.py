@@ -4,13 +4,13 @@ file that is not a policy file (without --overwrite), and a file in the way is a
 from __future__ import annotations
 
 import pytest
+from tiny_models import tiny_model
 
-import adaptk.evaluate.io as io
+import adaptk.loading.model as io
 from adaptk.calibrate import make_policy_file, save_policy_file
 from adaptk.cli.main import main
 from adaptk.outputs import OutputExistsError
 from adaptk.routing import RatioSkip
-from tiny_models import tiny_model
 
 
 @pytest.fixture

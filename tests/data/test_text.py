@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from adaptk.cli.main import main
 from adaptk.data import TextFileError, read_text_file, text_file_splits
 from adaptk.data.text import first_bad_byte
-from adaptk.evaluate.io import load_text
+from adaptk.loading.model import load_text
 
 ELF = b"\x7fELF\x00\xff\x02\x01" + bytes(range(256))  # /bin/ls-like: a NUL at offset 4
 GOOD_LINES = b"def f(x):\n    return x + 1\n" * 8

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
-from adaptk.calibrate import collect_router_stats, match_avg_k
-from adaptk.calibrate.measure import measure
-from adaptk.evaluate import WindowConfig
-from adaptk.evaluate.sweep import rule_fitters
 from calibrate.helpers import random_ids
 from tiny_models import tiny_model
+
+from adaptk.calibrate import collect_router_stats, match_avg_k
+from adaptk.evaluate import WindowConfig
+from adaptk.evaluate.sweep import rule_fitters
+from adaptk.measure import measure
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from calibrate.helpers import random_ids, saved_tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny_models import tiny_model
 
 from adaptk.cli.main import main
 from adaptk.evaluate import EvaluateConfig, run_evaluation
 from adaptk.outputs import MARKER, TMP_TAG
-from calibrate.helpers import random_ids, saved_tiny_model
-from tiny_models import tiny_model
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -110,7 +110,7 @@ def test_report_on_malformed_results_is_one_line(results_json, tmp_path, capsys,
 
 
 def test_evaluate_checks_out_before_loading_the_model(tmp_path, capsys, monkeypatch):
-    import adaptk.evaluate.io as io
+    import adaptk.loading.model as io
 
     def no_model(*a, **k):
         raise AssertionError("the model was loaded before --out was checked")

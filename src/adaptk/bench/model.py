@@ -54,7 +54,7 @@ def load_model(spec: str | None, dtype: torch.dtype) -> tuple[torch.nn.Module, s
         c = SYNTHETIC_MODELS[spec]
         return model.eval(), (f"{spec} (random weights; H{c['hidden_size']}, I{c['intermediate_size']}, "
                               f"{c['num_hidden_layers']} layers, 8x top-2)")
-    from adaptk.evaluate.io import load_model as load_model_arg
+    from adaptk.loading.model import load_model as load_model_arg
 
     if spec in (None, "default") and _default_path() is None:
         return load_model("random-mixtral-h512", dtype)

@@ -17,7 +17,7 @@ from adaptk.calibrate.fingerprint import data_fingerprint
 from adaptk.calibrate.match import match_avg_k
 from adaptk.calibrate.policy_file import PolicyFile, make_policy_file
 from adaptk.calibrate.quality import QualityBudget, quality_constrained
-from adaptk.evaluate.perplexity import WindowConfig
+from adaptk.measure import WindowConfig
 from adaptk.routing import Policy
 
 log = logging.getLogger(__name__)

@@ -187,7 +187,7 @@ def collect_router_stats(model: nn.Module, ids: torch.Tensor, window: int = 512,
     """Run ``ids`` [L] through the model in non-overlapping windows once and record routing."""
     from tqdm.auto import tqdm
 
-    from adaptk.evaluate.perplexity import check_window
+    from adaptk.measure import check_window
 
     ids = ids.reshape(-1)[:max_tokens]
     check_window(model, min(window, ids.shape[0]))

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from adaptk.calibrate.errors import BudgetNotMetError
-from adaptk.calibrate.measure import measure
-from adaptk.evaluate.perplexity import WindowConfig
+from adaptk.measure import WindowConfig, measure
 from adaptk.routing import Policy
 
 log = logging.getLogger(__name__)

@@ -29,9 +29,13 @@ from torch import nn
 
 from adaptk.calibrate.collect import RouterStats
 from adaptk.calibrate.errors import BudgetNotMetError, CalibrationError
-from adaptk.calibrate.measure import measure
 from adaptk.calibrate.strategies import entropy_for_avg_k
-from adaptk.evaluate.perplexity import WindowConfig, kl_to_reference, sliding_window_perplexity
+from adaptk.measure import (
+    WindowConfig,
+    kl_to_reference,
+    measure,
+    sliding_window_perplexity,
+)
 from adaptk.patch import patch
 from adaptk.routing import EntropyThreshold, FixedTopK
 

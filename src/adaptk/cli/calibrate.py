@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from adaptk.evaluate import cliargs as C
+    from adaptk.cli import args as C
 
     C.add_model_args(parser)
     C.add_text_args(parser, "", "valid", "calibration")
@@ -23,10 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adaptk.calibrate import calibrate, save_policy_file
-    from adaptk.calibrate.policy_file import check_policy_out
-    from adaptk.evaluate import cliargs as C
-    from adaptk.evaluate.io import load_model_and_tokenizer
+    from adaptk.calibrate import calibrate, check_policy_out, save_policy_file
+    from adaptk.cli import args as C
+    from adaptk.loading.model import load_model_and_tokenizer
 
     check_policy_out(args.out, args.overwrite)  # before loading the model: a bad --out fails in a second
     C.set_threads(args)

@@ -7,7 +7,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from adaptk.evaluate import cliargs as C
+    from adaptk.cli import args as C
     from adaptk.evaluate.sweep import DEFAULT_RULES, RULES
 
     C.add_model_args(parser)
@@ -46,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from adaptk.calibrate import load_policy_file
-    from adaptk.evaluate import cliargs as C
-    from adaptk.evaluate.io import load_model_and_tokenizer
+    from adaptk.cli import args as C
     from adaptk.evaluate.pipeline import EvaluateConfig, run_evaluation
     from adaptk.evaluate.summary import short_table
     from adaptk.evaluate.sweep import SweepConfig
+    from adaptk.loading.model import load_model_and_tokenizer
     from adaptk.report import write_report
     from adaptk.report.write import check_report_out
 

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     import adaptk
     from adaptk.data.text import read_text_file
-    from adaptk.evaluate.io import load_model, load_tokenizer
+    from adaptk.loading.model import load_model, load_tokenizer
     from adaptk.models import find_moe_layers
 
     text = args.text if args.text is not None else (read_text_file(args.text_file) if args.text_file else None)

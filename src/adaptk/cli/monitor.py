@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import logging
 
-    from adaptk.evaluate.modelspec import resolve_model
+    from adaptk.loading.modelspec import resolve_model
     from adaptk.monitor.drift import Baseline, DriftConfig, score_drift
     from adaptk.monitor.errors import MonitorError
     from adaptk.monitor.monitor import MonitorConfig

@@ -1,10 +1,10 @@
 """Evaluation: sliding-window perplexity, the paper's tables, and the side-by-side Pareto sweep.
 
-``pipeline`` and ``sweep`` build on ``adaptk.calibrate`` (which uses ``perplexity``), so they are
-loaded lazily here to keep the import graph acyclic.
+The perplexity names are ``adaptk.measure``'s, re-exported here; ``pipeline`` and ``sweep`` (which
+build on ``adaptk.calibrate``) are loaded lazily so that importing this package stays light.
 """
 
-from adaptk.evaluate.perplexity import (
+from adaptk.measure import (
     PerplexityResult,
     TextTooShortError,
     WindowConfig,

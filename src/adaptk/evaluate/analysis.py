@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from adaptk.calibrate.collect import RouterStats
+from adaptk.calibrate import RouterStats
 from adaptk.stats import PatchReport
 
 

@@ -13,17 +13,31 @@ from itertools import combinations
 import torch
 from torch import nn
 
-from adaptk.calibrate import strategies as S
-from adaptk.calibrate.api import CalibrateConfig, calibrate
-from adaptk.calibrate.collect import RouterRecorder, collect_router_stats
-from adaptk.calibrate.errors import BudgetNotMetError, CalibrationError
-from adaptk.calibrate.fingerprint import data_fingerprint, model_fingerprint
-from adaptk.calibrate.match import match_avg_k
-from adaptk.calibrate.measure import measure
-from adaptk.calibrate.simulate import layer_k
+from adaptk.calibrate import (
+    BudgetNotMetError,
+    CalibrateConfig,
+    CalibrationError,
+    RouterRecorder,
+    calibrate,
+    collect_router_stats,
+    data_fingerprint,
+    default_k_values,
+    entropy_for_avg_k,
+    layer_k,
+    layer_sensitivity_weights,
+    match_avg_k,
+    model_fingerprint,
+    theory,
+)
 from adaptk.evaluate import analysis as A
-from adaptk.evaluate.perplexity import TextTooShortError, WindowConfig
 from adaptk.evaluate.sweep import SweepConfig, pareto_sweep
+from adaptk.measure import (
+    TextTooShortError,
+    WindowConfig,
+    measure,
+    sliding_window_perplexity,
+)
+from adaptk.patch import patch
 from adaptk.routing import FixedTopK, Policy
 
 log = logging.getLogger(__name__)
@@ -124,20 +138,18 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
     ccfg = CalibrateConfig(**{**asdict(cfg.calibration), "max_tokens": cfg.calib_tokens,
                               "quality_tokens": cfg.match_tokens, "window": cfg.window})
     weights = None
-    given = policy
-    try:
-        if given is not None:
-            raise _Given
-        outcome = calibrate(model, calib_ids, ccfg, progress=progress, stats=stats)
-        policy: Policy = outcome.policy
-        calib_info = outcome.policy_file.model_dump()
-        weights = getattr(outcome, "details", {}).get("weights")
-        calib_note = None
-    except BudgetNotMetError as exc:
-        log.warning("calibration: %s; evaluating native top-k instead", exc)
-        policy, calib_info, calib_note = FixedTopK(native), None, str(exc)
-    except _Given:
-        policy, calib_info, calib_note = given, {"policy": given.to_dict(), "calibration": None}, "policy given"
+    if policy is not None:
+        calib_info, calib_note = {"policy": policy.to_dict(), "calibration": None}, "policy given"
+    else:
+        try:
+            outcome = calibrate(model, calib_ids, ccfg, progress=progress, stats=stats)
+            policy = outcome.policy
+            calib_info = outcome.policy_file.model_dump()
+            weights = getattr(outcome, "details", {}).get("weights")
+            calib_note = None
+        except BudgetNotMetError as exc:
+            log.warning("calibration: %s; evaluating native top-k instead", exc)
+            policy, calib_info, calib_note = FixedTopK(native), None, str(exc)
     main = measure(model, policy, eval_ids, wcfg, progress=progress, desc="calibrated policy")
     out["calibrated"] = {"policy_file": calib_info, "note": calib_note, **_run_summary(main, native),
                          "ppl_increase": main.ppl.ppl / base.ppl.ppl - 1.0}
@@ -151,7 +163,7 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
         from tqdm.auto import tqdm
 
         for a in tqdm(cfg.alphas, desc="threshold sensitivity", disable=not progress):
-            pol = S.theory(stats, (1, native), (a,))
+            pol = theory(stats, (1, native), (a,))
             m = measure(model, pol, eval_ids, wcfg)
             rows.append({"alpha": a, "threshold": pol.thresholds[0] if not pol._is_per_layer() else None,
                          "ppl": m.ppl.ppl, "average_k": m.average_k, "compute_fraction": m.report.compute_fraction,
@@ -164,7 +176,7 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
         target = cfg.granularity_fraction * native
         for kv in granularity_sets(native, n_exp):
             try:
-                mr = match_avg_k(model, match_ids, lambda t, kv=kv: S.entropy_for_avg_k(stats, kv, t), target,
+                mr = match_avg_k(model, match_ids, lambda t, kv=kv: entropy_for_avg_k(stats, kv, t), target,
                                  lo=kv[0], hi=kv[-1], cfg=mcfg)
             except BudgetNotMetError as exc:
                 rows.append({"k_values": list(kv), "error": str(exc)})
@@ -183,9 +195,7 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
     # 7. side by side at matched average k
     if "pareto" in cfg.sections and native > 1:
         if weights is None and len(stats.layers) > 1:
-            from adaptk.calibrate.quality import layer_sensitivity_weights
-
-            weights = layer_sensitivity_weights(model, match_ids, stats, S.default_k_values(stats), mcfg)
+            weights = layer_sensitivity_weights(model, match_ids, stats, default_k_values(stats), mcfg)
         sweep_ids = match_ids if cfg.match_on == "calib" else eval_ids[: cfg.match_tokens]
         out["pareto"] = pareto_sweep(model, sweep_ids, eval_ids, stats, cfg.sweep, wcfg, mcfg,
                                      weights=weights, refine_on_eval=cfg.match_on == "eval", progress=progress)
@@ -196,14 +206,7 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
     return _clean(out)
 
 
-class _Given(Exception):
-    pass
-
-
 def _token_characteristics(model, policy, ids, mcfg) -> dict:
-    from adaptk.patch import patch
-    from adaptk.evaluate.perplexity import sliding_window_perplexity
-
     with patch(model, policy), RouterRecorder(model, max_tokens=ids.numel()) as rec:
         res = sliding_window_perplexity(model, ids, mcfg)
     st = rec.result()

@@ -16,15 +16,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adaptk.calibrate import strategies as S
-from adaptk.calibrate.collect import RouterStats
-from adaptk.calibrate.errors import BudgetNotMetError, CalibrationError
-from adaptk.calibrate.match import match_avg_k
-from adaptk.calibrate.measure import measure
-from adaptk.calibrate.quality import targets_for_level
-from adaptk.calibrate.search import bisect
-from adaptk.calibrate.simulate import simulated_avg_k
-from adaptk.evaluate.perplexity import WindowConfig
+import adaptk.calibrate as S  # the rule fitters, through calibrate's public face
+from adaptk.calibrate import (
+    BudgetNotMetError,
+    CalibrationError,
+    RouterStats,
+    bisect,
+    match_avg_k,
+    simulated_avg_k,
+    targets_for_level,
+)
+from adaptk.measure import WindowConfig, measure
 from adaptk.routing import FixedTopK, Policy
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ def rule_fitters(stats: RouterStats, kv: tuple[int, ...], weights: Sequence[floa
                  ) -> dict[str, Callable[[float], Policy]]:
     def quality_alloc(t: float) -> Policy:
         w = weights or [1.0] * len(stats.layers)
-        make = lambda c: S.entropy_for_avg_k(stats, kv, targets_for_level(c, w, kv), per_layer=True)  # noqa: E731
+        make = lambda c: S.entropy_for_avg_k(stats, kv, targets_for_level(c, w, kv), per_layer=True)
         c = bisect(lambda c: simulated_avg_k(make(c), stats), 0.0, 1.0 / min(w), t, increasing=False, iters=30)
         return make(c)
 

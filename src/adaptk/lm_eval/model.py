@@ -14,7 +14,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from adaptk.assets import default_model_path
-from adaptk.calibrate.policy_file import load_policy_file
+from adaptk.calibrate import load_policy_file
 from adaptk.experts.kernels import KERNELS
 from adaptk.lm_eval.args import PatchArgs, model_folder, patch_args
 from adaptk.patch import ROUTING_MODES, PatchHandle, patch

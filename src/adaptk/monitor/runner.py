@@ -29,7 +29,7 @@ def chunks(ids: list[int], window: int, batch_size: int, max_tokens: int | None 
 def monitor_ids(model: nn.Module, ids: list[int], monitor: RoutingMonitor | None = None, *, window: int = 256,
                 batch_size: int = 8, max_tokens: int | None = None) -> RoutingMonitor:
     """Run ``ids`` through ``model`` with ``monitor`` attached for the duration; returns it."""
-    from adaptk.evaluate.perplexity import check_window
+    from adaptk.measure import check_window
 
     monitor = monitor or RoutingMonitor()
     used = len(ids) if max_tokens is None else min(len(ids), max_tokens)
@@ -54,7 +54,7 @@ def monitor_text(model_dir: str | Path, text: str, *, policy=None, window: int =
     calibrate`` policy file, checked against the model; ``strict``: refuse one calibrated on other
     weights), and return the routing statistics of ``text``."""
     import adaptk
-    from adaptk.evaluate.io import load_model_and_tokenizer
+    from adaptk.loading.model import load_model_and_tokenizer
 
     model, tok, _ = load_model_and_tokenizer(str(model_dir))
     if isinstance(policy, str | Path):

@@ -6,11 +6,16 @@ import math
 
 import pytest
 import torch
-
-from adaptk.errors import AdaptkError
-from adaptk.evaluate import TextTooShortError, WindowConfig, kl_to_reference, sliding_window_perplexity
 from calibrate.helpers import random_ids
 from tiny_models import tiny_model
+
+from adaptk.errors import AdaptkError
+from adaptk.measure import (
+    TextTooShortError,
+    WindowConfig,
+    kl_to_reference,
+    sliding_window_perplexity,
+)
 
 
 def reference_ppl(model, ids, window, stride):

@@ -1,4 +1,4 @@
-"""Real patched runs: what a policy actually does to a model on some tokens."""
+"""The forward-pass measure: what a policy actually does to a model on some tokens (a real patched run)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adaptk.evaluate.perplexity import PerplexityResult, WindowConfig, sliding_window_perplexity
+from adaptk.measure.perplexity import (
+    PerplexityResult,
+    WindowConfig,
+    sliding_window_perplexity,
+)
 from adaptk.patch import patch
 from adaptk.routing import Policy
 from adaptk.stats import PatchReport

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptk.evaluate.errors import InputError, ModelPathError
+from adaptk.loading.errors import InputError, ModelPathError
 
 DEFAULT = "default"
 # huggingface_hub's repo id rule: [namespace/]name of letters, digits, "-", "_", "."; at most 96 chars

@@ -87,9 +87,9 @@ def calibrate_config(args, **overrides):
 
 
 def text_ids(args, prefix: str, tokenizer):
-    from adaptk.evaluate.io import encode, load_text
+    from adaptk.loading.model import encode, load_text
 
-    a = lambda name: getattr(args, f"{prefix}{name}".replace("-", "_"))  # noqa: E731
+    a = lambda name: getattr(args, f"{prefix}{name}".replace("-", "_"))
     text, source = load_text(corpus=a("corpus"), split=a("split"), text_file=a("text_file"), dataset=a("dataset"))
     ids = encode(tokenizer, text)
     if ids.numel() < 2:

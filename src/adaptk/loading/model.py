@@ -1,6 +1,6 @@
 """Loading a model, its tokenizer and text: the one loader every command uses.
 
-``--model`` is parsed by :func:`adaptk.evaluate.modelspec.resolve_model` ("default", a local
+``--model`` is parsed by :func:`adaptk.loading.modelspec.resolve_model` ("default", a local
 folder, or a hub name); a hub name is checked against the offline switches, the local cache and
 a short connection probe before ``from_pretrained`` (which would otherwise retry for about a
 minute with no network). Truncated or corrupt weight files, folders without tokenizer files and
@@ -17,9 +17,14 @@ from pathlib import Path
 import torch
 
 from adaptk.errors import UnsupportedModelError
-from adaptk.evaluate import hub
-from adaptk.evaluate.errors import HubUnreachableError, InputError, ModelFileError, TokenizerMissingError
-from adaptk.evaluate.modelspec import ModelSource, default_model_folder, resolve_model
+from adaptk.loading import hub
+from adaptk.loading.errors import (
+    HubUnreachableError,
+    InputError,
+    ModelFileError,
+    TokenizerMissingError,
+)
+from adaptk.loading.modelspec import ModelSource, default_model_folder, resolve_model
 
 __all__ = ["InputError", "default_model_path", "encode", "has_tokenizer_files", "load_model",
            "load_model_and_tokenizer", "load_text", "load_tokenizer"]

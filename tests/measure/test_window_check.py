@@ -7,14 +7,19 @@ import logging
 
 import pytest
 import torch
-
-from adaptk.calibrate import CalibrateConfig, calibrate
-from adaptk.calibrate.collect import collect_router_stats
-from adaptk.cli.main import main
-from adaptk.evaluate.perplexity import (WindowConfig, WindowTooLongError, check_window, position_limit,
-                                        sliding_window_perplexity, trained_length)
-from adaptk.monitor.runner import monitor_ids
 from tiny_models import tiny_model
+
+from adaptk.calibrate import CalibrateConfig, calibrate, collect_router_stats
+from adaptk.cli.main import main
+from adaptk.measure.perplexity import (
+    WindowConfig,
+    WindowTooLongError,
+    check_window,
+    position_limit,
+    sliding_window_perplexity,
+    trained_length,
+)
+from adaptk.monitor.runner import monitor_ids
 
 LIMIT = 64  # tiny_models: max_position_embeddings
 
@@ -59,7 +64,7 @@ def test_a_window_past_the_training_length_is_logged(tmp_path, caplog):
     tiny_model("mixtral").save_pretrained(tmp_path)
     (tmp_path / "train_summary.json").write_text(json.dumps({"config": {"seq_len": 16}}))
     model = AutoModelForCausalLM.from_pretrained(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="adaptk.evaluate.perplexity"):
+    with caplog.at_level(logging.WARNING, logger="adaptk.measure.perplexity"):
         check_window(model, 16)
         assert caplog.records == []
         check_window(model, 32)

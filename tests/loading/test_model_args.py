@@ -6,14 +6,24 @@ import os
 import shutil
 
 import pytest
+from tiny_models import tiny_model
 
 from adaptk.cli.main import main
 from adaptk.errors import UnsupportedModelError
-from adaptk.evaluate import hub
-from adaptk.evaluate import io as model_io
-from adaptk.evaluate.errors import HubUnreachableError, ModelFileError, ModelPathError, TokenizerMissingError
-from adaptk.evaluate.modelspec import default_model_folder, is_hub_id, looks_like_path, resolve_model
-from tiny_models import tiny_model
+from adaptk.loading import hub
+from adaptk.loading import model as model_io
+from adaptk.loading.errors import (
+    HubUnreachableError,
+    ModelFileError,
+    ModelPathError,
+    TokenizerMissingError,
+)
+from adaptk.loading.modelspec import (
+    default_model_folder,
+    is_hub_id,
+    looks_like_path,
+    resolve_model,
+)
 
 TEXT = "def f(x):\n    return [i * 2 for i in range(x)]\n" * 40
 
