@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from adaptk.engines.transformers.patch import patch
 from adaptk.evaluate.perplexity import PerplexityResult, WindowConfig, sliding_window_perplexity
-from adaptk.patch import patch
 from adaptk.routing import Policy
 from adaptk.stats import PatchReport
 

@@ -31,8 +31,8 @@ from adaptk.calibrate.collect import RouterStats
 from adaptk.calibrate.errors import BudgetNotMetError, CalibrationError
 from adaptk.calibrate.measure import measure
 from adaptk.calibrate.strategies import entropy_for_avg_k
+from adaptk.engines.transformers.patch import patch
 from adaptk.evaluate.perplexity import WindowConfig, kl_to_reference, sliding_window_perplexity
-from adaptk.patch import patch
 from adaptk.routing import EntropyThreshold, FixedTopK
 
 log = logging.getLogger(__name__)

@@ -201,7 +201,7 @@ class _Given(Exception):
 
 
 def _token_characteristics(model, policy, ids, mcfg) -> dict:
-    from adaptk.patch import patch
+    from adaptk.engines.transformers.patch import patch
     from adaptk.evaluate.perplexity import sliding_window_perplexity
 
     with patch(model, policy), RouterRecorder(model, max_tokens=ids.numel()) as rec:
