@@ -1,7 +1,16 @@
 """adaptk: entropy-guided adaptive top-k routing and routing health for transformers MoE models."""
 
-from adaptk.errors import AdaptkError, KernelError, PatchError, PolicyError, RoutingInputError, UnsupportedModelError
-from adaptk.patch import PatchHandle, patch
+from adaptk.engines.transformers.handle import PatchHandle
+from adaptk.engines.transformers.patch import patch
+from adaptk.errors import (
+    AdaptkError,
+    KernelError,
+    PatchConfigError,
+    PatchError,
+    PolicyError,
+    RoutingInputError,
+    UnsupportedModelError,
+)
 from adaptk.routing import EntropyThreshold, FixedTopK, Policy, RatioSkip, TopP, routing_entropy
 from adaptk.stats import LayerReport, PatchReport
 
@@ -13,6 +22,7 @@ __all__ = [
     "FixedTopK",
     "KernelError",
     "LayerReport",
+    "PatchConfigError",
     "PatchError",
     "PatchHandle",
     "PatchReport",

@@ -25,3 +25,7 @@ class PatchError(AdaptkError, RuntimeError):
 
 class KernelError(AdaptkError, RuntimeError):
     """A matmul kernel was asked for where it cannot run (device, dtype, autograd, build)."""
+
+
+class PatchConfigError(AdaptkError, ValueError):
+    """``patch()`` was given an option value it does not know (``routing=``, ``check_finite=``)."""

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from adaptk.engines.transformers.patch import patch
 from adaptk.models import MoELayer, find_moe_layers
-from adaptk.patch import patch
 from adaptk.routing import FixedTopK, routing_entropy
 from adaptk.routing.statistic import StatisticError, check_shape, entries
 from adaptk.stats import saved_tensor

@@ -36,7 +36,7 @@ from adaptk.measure import (
     measure,
     sliding_window_perplexity,
 )
-from adaptk.patch import patch
+from adaptk.engines.transformers.patch import patch
 from adaptk.routing import EntropyThreshold, FixedTopK
 
 log = logging.getLogger(__name__)

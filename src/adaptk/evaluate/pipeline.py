@@ -37,7 +37,7 @@ from adaptk.measure import (
     measure,
     sliding_window_perplexity,
 )
-from adaptk.patch import patch
+from adaptk.engines.transformers.patch import patch
 from adaptk.routing import FixedTopK, Policy
 
 log = logging.getLogger(__name__)

@@ -8,24 +8,22 @@ projections is a kernel:
   ``grouped_mm`` does, or ``F.linear`` as the eager loop does), so that keeping every slot gives
   the unpatched model's output bit for bit. On x86 these go to the BLAS (MKL).
 - ``onednn``: oneDNN's inner-product primitive on the weights as they are (no extra memory).
-  Not bit-identical (another summation order): float32 within ~1e-6 relative, bfloat16 equal
-  in our tests. Faster than the BLAS at the few-dozen-row groups a MoE layer produces on the
-  CPUs we measured (docs/performance.md).
+  Not bit-identical (another summation order; float32 within rounding of the exact kernel).
+  Made for the few-dozen-row groups a MoE layer produces, where the BLAS is slow.
 - ``onednn-packed``: the same, with each expert's weights re-laid out once into oneDNN's
   blocked format, which removes the per-call re-layout that dominates small groups. Costs a
-  second copy of the expert weights. Groups of 1-3 rows are padded to ``PAD_ROWS`` rows, which
-  oneDNN runs as fast as or faster than 1, 2 or 3 (measured on the CPU of docs/performance.md;
-  the padding rows are zero and dropped from the output, never added to anything).
+  second copy of the expert weights. Groups of 1-3 rows are padded to ``PAD_ROWS`` rows
+  (oneDNN's 4-row kernel reads packed weights faster than its 1-3 row ones; the padding rows
+  are zero and dropped from the output, never added to anything).
 - ``native``: adaptk's own small-row GEMM (``adaptk.experts.native``, C compiled on first use
   for this CPU), each expert's weights re-laid out once into column panels that one call
   streams once; float32 or bfloat16 weights (bfloat16 streamed as it is, half the bytes, and
   multiplied with AVX512-BF16 dot products where the CPU has them, else widened exactly to
   float32), float32 sums; the threads share out the panels. It runs the rows of many experts
   in one call (``grouped``, runs of up to ``GROUP_ROWS`` rows), so a layer of 64 experts with
-  8 rows each is two calls per projection instead of 64. At the 1-16 rows per expert
-  of fine-grained MoE layers it is up to 1.6x faster than oneDNN packed on the CPU of
-  docs/performance.md; within ~1e-6 relative of the exact kernel in float32 (sequential float32
-  sums), within bfloat16 rounding in bfloat16 (each projection rounded once, from float32).
+  8 rows each is two calls per projection instead of 64: made for the 1-16 rows per expert of
+  fine-grained MoE layers. Within float32 rounding of the exact kernel in float32 (sequential
+  float32 sums), within bfloat16 rounding in bfloat16 (each projection rounded once, from float32).
 
 The oneDNN and native kernels run where autograd records nothing (inference); under autograd
 they raise ``KernelError`` rather than silently switching arithmetic.
@@ -49,7 +47,7 @@ from adaptk.experts.native import PackedExperts
 log = logging.getLogger(__name__)
 
 PAD_ROWS = 4  # onednn-packed: 1-3 row groups are padded to 4 zero-filled rows (oneDNN's 1-3 row
-#               kernels read the packed weights up to 1.5x slower than its 4-row one; docs/performance.md)
+#               kernels read the packed weights slower than its 4-row one)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 GROUP_ROWS = 256  # native: consecutive experts are run in one call until they hold this many rows
 #                   (bounds the [rows, 2I] intermediate; an expert with more rows runs alone)
@@ -181,7 +179,7 @@ class NativeMatmul(PackedKernel):
     """adaptk's small-row GEMM (``adaptk.experts.native``) on weights packed into column panels:
     float32 or bfloat16 weights, float32 sums, CPU, torch's intra-op thread count. ``grouped``
     runs the rows of a run of experts in one call, so the per-expert work in Python is paid
-    per run (docs/performance.md)."""
+    per run."""
 
     group_rows = GROUP_ROWS
 

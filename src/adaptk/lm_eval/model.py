@@ -15,9 +15,10 @@ from lm_eval.models.huggingface import HFLM
 
 from adaptk.assets import default_model_path
 from adaptk.calibrate import load_policy_file
+from adaptk.engines.transformers import ROUTING_MODES, PatchHandle
+from adaptk.engines.transformers.patch import patch
 from adaptk.experts.kernels import KERNELS
 from adaptk.lm_eval.args import PatchArgs, model_folder, patch_args
-from adaptk.patch import ROUTING_MODES, PatchHandle, patch
 from adaptk.routing import FixedTopK, Policy
 from adaptk.stats import PatchReport
 

@@ -12,7 +12,7 @@ from adaptk.measure.perplexity import (
     WindowConfig,
     sliding_window_perplexity,
 )
-from adaptk.patch import patch
+from adaptk.engines.transformers.patch import patch
 from adaptk.routing import Policy
 from adaptk.stats import PatchReport
 

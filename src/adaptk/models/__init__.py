@@ -7,9 +7,10 @@ from adaptk.models.registry import (
     supported_families,
     supported_router_classes,
 )
-from adaptk.models.spec import MoEFamily, RouterScores
+from adaptk.models.spec import FastPath, MoEFamily, RouterScores
 
 __all__ = [
+    "FastPath",
     "MoEFamily",
     "MoELayer",
     "RouterScores",

@@ -8,13 +8,11 @@ other class listed has the same ``forward`` code in the installed transformers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptk.models.spec import MoEFamily, RouterScores
+from adaptk.models.spec import FastPath, MoEFamily, RouterScores
 from adaptk.routing.select import Selection, filled
 
 # ---- shared pieces --------------------------------------------------------------------------
@@ -29,26 +27,11 @@ def _softmax_scores(logits: torch.Tensor, probs: torch.Tensor) -> RouterScores:
     return RouterScores(logits, probs, probs)
 
 
-@dataclass(frozen=True)
-class RenormalisedTopK:
-    """Softmax top-k weights (a ``WeightsFn``): the probabilities of the kept experts, divided
-    by their sum if ``normalize`` (None: read ``router.norm_topk_prob``), cast to float32 /
-    the logits' dtype / the hidden dtype (``out``). Declared as data so that the fused routing
-    step (``adaptk.routing.fused``) can do the same arithmetic in one call."""
-
-    normalize: bool | None
-    out: str  # "float32", "logits" or "hidden"
-
-    def __post_init__(self) -> None:
-        if self.out not in ("float32", "logits", "hidden"):
-            raise ValueError(f"out must be 'float32', 'logits' or 'hidden', got {self.out!r}")
-
-    def renormalises(self, router: nn.Module) -> bool:
-        return bool(self.normalize if self.normalize is not None else router.norm_topk_prob)
-
-    def cast(self, w: torch.Tensor, logits_dtype: torch.dtype, hidden_dtype: torch.dtype) -> torch.Tensor:
-        dtype = logits_dtype if self.out == "logits" else hidden_dtype if self.out == "hidden" else torch.float32
-        return w if w.dtype is dtype else w.to(dtype)  # no op where it is already: one less dispatch
+class RenormalisedTopK(FastPath):
+    """Softmax top-k weights (a ``WeightsFn``) as a ``FastPath`` declares them: the probabilities
+    of the kept experts, divided by their sum if ``renormalise`` (None: read
+    ``router.norm_topk_prob``), cast to float32 / the logits' dtype / the hidden dtype (``out``).
+    The same declaration is the family's fast path (``_softmax_topk``)."""
 
     def __call__(self, router, s: RouterScores, sel: Selection, hidden_dtype) -> torch.Tensor:
         # the candidates' probabilities: topk's values where it ranked the probabilities
@@ -57,6 +40,12 @@ class RenormalisedTopK:
         if self.renormalises(router):
             w = w / w.sum(dim=-1, keepdim=True)
         return self.cast(w, s.logits.dtype, hidden_dtype)
+
+
+def _softmax_topk(renormalise: bool | None, out: str, flattens_hidden: bool = True) -> dict:
+    """A linear-softmax top-k family's weights and fast path, from one declaration."""
+    path = RenormalisedTopK(renormalise, out, linear_softmax=True, flattens_hidden=flattens_hidden)
+    return {"weights": path, "fast_path": path}
 
 
 def _logit_softmax(cast_to_hidden: bool):
@@ -85,8 +74,7 @@ MIXTRAL = MoEFamily(
     name="mixtral",
     router_classes=("MixtralTopKRouter", "MiniMaxTopKRouter"),
     scores=_mixtral_scores,
-    linear_softmax=True,
-    weights=RenormalisedTopK(True, "float32"),
+    **_softmax_topk(True, "float32"),
 )
 
 # ---- Qwen2-MoE, Qwen3-MoE, OLMoE: softmax, top-k, renormalised iff norm_topk_prob -------------
@@ -113,8 +101,7 @@ QWEN = MoEFamily(
         "Qwen4ExpTextTopKRouter",
     ),
     scores=_qwen_scores,
-    linear_softmax=True,
-    weights=RenormalisedTopK(None, "logits"),
+    **_softmax_topk(None, "logits"),
 )
 
 # ---- Jamba: softmax, top-k, raw probabilities -------------------------------------------------
@@ -130,9 +117,7 @@ JAMBA = MoEFamily(
     name="jamba",
     router_classes=("JambaTopKRouter",),
     scores=_jamba_scores,
-    linear_softmax=True,
-    flattens_hidden=False,
-    weights=RenormalisedTopK(False, "hidden"),
+    **_softmax_topk(False, "hidden", flattens_hidden=False),
     router_attr="router",
     min_transformers="5.21",  # JambaTopKRouter first appears in transformers 5.21
 )
@@ -257,7 +242,7 @@ DEEPSEEK_V3 = MoEFamily(
     scores=_sigmoid_group_scores,
     weights=_sigmoid_weights,
     sorted_topk=False,
-    distribution="sigmoid scores normalised to sum 1 (before bias and group limits)",
+    # entropy distribution: the sigmoid scores normalised to sum 1 (before bias and group limits)
 )
 
 # ---- ERNIE-4.5-MoE: float32 softmax, ranked with the statics bias, renormalised (clamped) ------

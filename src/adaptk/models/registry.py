@@ -81,10 +81,10 @@ def find_moe_layers(model: nn.Module) -> list[MoELayer]:
     """
     layers: list[MoELayer] = []
     for name, module in model.named_modules():
-        for attr in ("gate", "router"):
+        for attr in dict.fromkeys(f.router_attr for f in _BY_ROUTER_CLASS.values()):  # declared order
             child = module._modules.get(attr)
             family = _BY_ROUTER_CLASS.get(type(child).__name__) if child is not None else None
-            if family is None:
+            if family is None or family.router_attr != attr:
                 continue
             experts = module._modules.get(family.experts_attr)
             if experts is None:

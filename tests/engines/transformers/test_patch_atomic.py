@@ -10,7 +10,8 @@ from adaptk.errors import KernelError, PatchError, PolicyError
 from adaptk.models import find_moe_layers
 from tiny_models import tiny_model
 
-patch_module = importlib.import_module("adaptk.patch")  # the module (adaptk.patch is the function)
+handle_module = importlib.import_module("adaptk.engines.transformers.handle")
+install_module = importlib.import_module("adaptk.engines.transformers.install")
 
 # families with two MoE layers in their tiny model -> the config key of their expert count
 FAMILIES = {"mixtral": "num_local_experts", "qwen2_moe": "num_experts", "olmoe": "num_experts",
@@ -92,7 +93,7 @@ def test_policy_invalid_for_one_layer_leaves_the_model_as_it_was(family):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_builder_failing_on_the_second_layer_leaves_the_model_as_it_was(family, monkeypatch):
     model, ref, forwards = _setup(family)
-    real, calls = patch_module.bind_experts, []
+    real, calls = handle_module.bind_experts, []
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -100,7 +101,7 @@ def test_builder_failing_on_the_second_layer_leaves_the_model_as_it_was(family, 
             raise RuntimeError("injected: building the second layer's experts forward failed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(patch_module, "bind_experts", failing)
+    monkeypatch.setattr(handle_module, "bind_experts", failing)
     with pytest.raises(RuntimeError, match="injected"):
         adaptk.patch(model, adaptk.FixedTopK(_native_k(model)))
     assert len(calls) == 2
@@ -113,7 +114,7 @@ def test_builder_failing_on_the_second_layer_leaves_the_model_as_it_was(family, 
 def test_failure_while_installing_undoes_every_layer(family, when, monkeypatch):
     """The third install (layer 1's router) raises, before or after it replaced the forward."""
     model, ref, forwards = _setup(family)
-    real, calls = patch_module._Installed.install, []
+    real, calls = install_module._Installed.install, []
 
     def failing(self):
         calls.append(1)
@@ -123,7 +124,7 @@ def test_failure_while_installing_undoes_every_layer(family, when, monkeypatch):
             raise RuntimeError("injected: installation failed")
         real(self)
 
-    monkeypatch.setattr(patch_module._Installed, "install", failing)
+    monkeypatch.setattr(install_module._Installed, "install", failing)
     with pytest.raises(RuntimeError, match="injected"):
         adaptk.patch(model, adaptk.FixedTopK(_native_k(model)))
     assert len(calls) == 3

@@ -1,0 +1,4 @@
+"""Engine adapters: how adaptk's engine-free routing core is installed into one inference engine.
+
+``adaptk.engines.transformers`` patches a loaded transformers model (``adaptk.patch``).
+"""
