@@ -3,7 +3,7 @@
 from adaptk.errors import AdaptkError, KernelError, PatchError, PolicyError, RoutingInputError, UnsupportedModelError
 from adaptk.patch import PatchHandle, patch
 from adaptk.routing import EntropyThreshold, FixedTopK, Policy, RatioSkip, TopP, routing_entropy
-from adaptk.stats import LayerReport, PatchReport
+from adaptk.routing.stats import LayerReport, PatchReport
 
 __version__ = "0.1.0"
 

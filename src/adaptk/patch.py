@@ -31,7 +31,7 @@ from adaptk.routing import fused
 from adaptk.routing.entropy import entropy_nats
 from adaptk.routing.policies import Policy
 from adaptk.routing.select import decide
-from adaptk.stats import LayerStats, PatchReport
+from adaptk.routing.stats import LayerStats, PatchReport
 
 log = logging.getLogger(__name__)
 _MISSING = object()

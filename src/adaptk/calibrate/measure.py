@@ -10,7 +10,7 @@ from torch import nn
 from adaptk.evaluate.perplexity import PerplexityResult, WindowConfig, sliding_window_perplexity
 from adaptk.patch import patch
 from adaptk.routing import Policy
-from adaptk.stats import PatchReport
+from adaptk.routing.stats import PatchReport
 
 
 @dataclass

@@ -19,7 +19,7 @@ from adaptk.experts.kernels import KERNELS
 from adaptk.lm_eval.args import PatchArgs, model_folder, patch_args
 from adaptk.patch import ROUTING_MODES, PatchHandle, patch
 from adaptk.routing import FixedTopK, Policy
-from adaptk.stats import PatchReport
+from adaptk.routing.stats import PatchReport
 
 log = logging.getLogger(__name__)
 
