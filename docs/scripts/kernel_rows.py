@@ -45,7 +45,7 @@ def main() -> None:
         h = F.pad(h, (0, 0, 0, 4 - r)) if r < 4 else h.contiguous()
         return lp(h, wd, None, "none", [], "")[:r]
 
-    from adaptk.experts import native
+    from adaptk.experts import gemm
 
     ways = {
         "mkl": lambda x, e: (x @ up[e].t())[:, : a.width] @ down[e].t(),
@@ -53,8 +53,8 @@ def main() -> None:
         "packed": lambda x, e: dnn(x, pup[e], pdown[e]),
         "packed, padded to 4": lambda x, e: padded(x, pup[e], pdown[e]),
     }
-    if native.unavailable() is None:
-        nup, ndown = [native.PackedWeight(w) for w in up], [native.PackedWeight(w) for w in down]
+    if gemm.unavailable() is None:
+        nup, ndown = [gemm.PackedWeight(w) for w in up], [gemm.PackedWeight(w) for w in down]
         ways["native"] = lambda x, e: ndown[e].matmul(nup[e].matmul(x)[:, : a.width])
     rows = [int(r) for r in a.rows.split(",")]
     def cycle(f, x):  # every expert once: their weights come from memory, as in a layer

@@ -20,7 +20,7 @@ import torch
 from adaptk.bench.config import LayerShape
 from adaptk.bench.synthetic import make_tokens
 from adaptk.bench.timing import interleaved
-from adaptk.experts import native
+from adaptk.experts import gemm
 from adaptk.experts.cpu_fast import row_starts
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     fixed = torch.bincount(index.reshape(-1), minlength=n).tolist()
     ups = [torch.randn(2 * shape.intermediate, shape.hidden) * 0.02 for _ in range(n)]  # [2I, H]
     downs = [torch.randn(shape.hidden, shape.intermediate) * 0.02 for _ in range(n)]  # [H, I]
-    up, down = native.PackedExperts(ups), native.PackedExperts(downs)
+    up, down = gemm.PackedExperts(ups), gemm.PackedExperts(downs)
 
     def layer(counts: list[int]):
         starts = row_starts(counts)  # [E+1]

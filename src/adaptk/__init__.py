@@ -12,7 +12,7 @@ from adaptk.errors import (
     UnsupportedModelError,
 )
 from adaptk.routing import EntropyThreshold, FixedTopK, Policy, RatioSkip, TopP, routing_entropy
-from adaptk.stats import LayerReport, PatchReport
+from adaptk.routing.stats import LayerReport, PatchReport
 
 __version__ = "0.1.0"
 

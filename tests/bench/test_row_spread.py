@@ -11,7 +11,7 @@ from doc_scripts import run_doc_script
 
 def test_row_spread_prints_the_cases(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("ADAPTK_CACHE_DIR", str(tmp_path))
-    pytest.importorskip("adaptk.experts.native").library()  # a C compiler builds the kernel here
+    pytest.importorskip("adaptk.experts.gemm").library()  # a C compiler builds the kernel here
     out = run_doc_script("row_spread.py", ["--shape", "tiny:32:16:6:2:24", "--repeats", "1"], monkeypatch, capsys)
     table = [line.split(" | ") for line in out if line.startswith("| ")]
     assert [row[0] for row in table[1:6]] == ["| native k", "| k=1 as routed",

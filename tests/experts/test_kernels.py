@@ -11,7 +11,7 @@ from torch.overrides import TorchFunctionMode
 import adaptk
 from adaptk.errors import KernelError
 from adaptk.experts.kernels import KERNELS, PAD_ROWS, kernel_for, onednn_available
-from adaptk.experts.native import PackedExperts
+from adaptk.experts.gemm import PackedExperts
 from adaptk.experts.variable_k import variable_k_experts_forward
 from adaptk.models import find_moe_layers
 from doc_scripts import run_doc_script
@@ -189,8 +189,8 @@ def test_rows_script_prints_a_table(capsys, monkeypatch):
     """docs/scripts/kernel_rows.py (the per-row timings behind the packing and padding) runs."""
     out = run_doc_script("kernel_rows.py", ["--hidden", "16", "--width", "8", "--experts", "2", "--rows", "1,5",
                                             "--repeats", "1"], monkeypatch, capsys)
-    from adaptk.experts import native
+    from adaptk.experts import gemm
 
-    extra = " native |" if native.unavailable() is None else ""
+    extra = " native |" if gemm.unavailable() is None else ""
     assert out[1] == "| rows | mkl | onednn | packed | packed, padded to 4 |" + extra
     assert [line.split(" | ")[0] for line in out[3:]] == ["| 1", "| 5"]

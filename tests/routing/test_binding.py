@@ -13,12 +13,12 @@ from step_policies import step_policy
 from threads import route_in_threads
 
 from adaptk import EntropyThreshold, FixedTopK
-from adaptk.experts import native
 from adaptk.models.families import RenormalisedTopK
 from adaptk.models.spec import RouterScores
+from adaptk.native import build as native
 from adaptk.routing import binding, fused
 from adaptk.routing.select import decide
-from adaptk.stats import LayerStats
+from adaptk.routing.stats import LayerStats
 
 pytestmark = pytest.mark.skipif(binding.unavailable() is not None,
                                 reason=f"no C++ binding of the native router: {binding.unavailable()}")

@@ -12,7 +12,7 @@ from threads import route_in_threads
 
 from adaptk import EntropyThreshold, FixedTopK
 from adaptk.routing import fused
-from adaptk.stats import LayerStats
+from adaptk.routing.stats import LayerStats
 
 pytestmark = pytest.mark.skipif(fused.unavailable() is not None, reason="no C compiler for the native router")
 

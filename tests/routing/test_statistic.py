@@ -11,7 +11,7 @@ from adaptk.calibrate.collect import LayerRecorder
 from adaptk.errors import AdaptkError
 from adaptk.monitor.state import LayerState
 from adaptk.routing.statistic import Statistic, StatisticError, check_shape, entries, merged
-from adaptk.stats import LayerStats
+from adaptk.routing.stats import LayerStats
 from adaptk.train.health import LoadAccumulator
 
 METHODS = ("update", "compute", "merge", "reset", "state_dict", "load_state_dict")

@@ -16,12 +16,12 @@ from adaptk.bench.config import BenchConfig, LayerShape, default_mixes
 from adaptk.bench.memory import peak_bytes
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
 from adaptk.bench.timing import CLOCKS, interleaved_samples, paired_quartiles, sync
+from adaptk.counting import count_ids
 from adaptk.errors import KernelError
 from adaptk.experts.cpu_fast import expert_runs, row_starts, run_mlp
 from adaptk.experts.kernels import check_kernel, kernel_for
 from adaptk.experts.strategies import grouped_by_k_experts_forward, padded_experts_forward
 from adaptk.experts.variable_k import GroupedRows, variable_k_experts_forward
-from adaptk.routing.counts import count_ids
 
 log = logging.getLogger(__name__)
 STRATEGIES = {"adaptk padded": padded_experts_forward, "adaptk grouped-by-k": grouped_by_k_experts_forward}

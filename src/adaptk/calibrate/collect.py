@@ -21,7 +21,7 @@ from adaptk.engines.transformers.patch import patch
 from adaptk.models import MoELayer, find_moe_layers
 from adaptk.routing import FixedTopK, routing_entropy
 from adaptk.routing.statistic import StatisticError, check_shape, entries
-from adaptk.stats import saved_tensor
+from adaptk.routing.stats import saved_tensor
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import math
 import torch
 
 from adaptk.calibrate import RouterStats
-from adaptk.stats import PatchReport
+from adaptk.routing.stats import PatchReport
 
 
 def _summary(h: torch.Tensor, n: int) -> dict:

@@ -15,7 +15,7 @@ projections is a kernel:
   second copy of the expert weights. Groups of 1-3 rows are padded to ``PAD_ROWS`` rows
   (oneDNN's 4-row kernel reads packed weights faster than its 1-3 row ones; the padding rows
   are zero and dropped from the output, never added to anything).
-- ``native``: adaptk's own small-row GEMM (``adaptk.experts.native``, C compiled on first use
+- ``native``: adaptk's own small-row GEMM (``adaptk.experts.gemm``, C compiled on first use
   for this CPU), each expert's weights re-laid out once into column panels that one call
   streams once; float32 or bfloat16 weights (bfloat16 streamed as it is, half the bytes, and
   multiplied with AVX512-BF16 dot products where the CPU has them, else widened exactly to
@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adaptk.errors import KernelError
-from adaptk.experts import native
-from adaptk.experts.native import PackedExperts
+from adaptk.experts import gemm
+from adaptk.experts.gemm import PackedExperts
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class OneDNNMatmul(PackedKernel):
 
 
 class NativeMatmul(PackedKernel):
-    """adaptk's small-row GEMM (``adaptk.experts.native``) on weights packed into column panels:
+    """adaptk's small-row GEMM (``adaptk.experts.gemm``) on weights packed into column panels:
     float32 or bfloat16 weights, float32 sums, CPU, torch's intra-op thread count. ``grouped``
     runs the rows of a run of experts in one call, so the per-expert work in Python is paid
     per run."""
@@ -204,9 +204,9 @@ def _onednn_unavailable(w: torch.Tensor) -> str | None:
 
 
 def _native_unavailable(w: torch.Tensor) -> str | None:
-    if w.dtype not in native.DTYPES:
+    if w.dtype not in gemm.DTYPES:
         return f"supports float32 and bfloat16 weights, got {w.dtype}"
-    return native.unavailable()
+    return gemm.unavailable()
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptk.counting import count_ids
 from adaptk.errors import KernelError
 from adaptk.experts.compat import post_expert_norm
 from adaptk.experts.cpu_fast import activate, combine_expert, combine_slot, mlp_combine, mlp_rows
 from adaptk.experts.kernels import ExactMatmul, PackedKernel, no_grad_needed
-from adaptk.routing.counts import count_ids
 
 ORDERS = ("expert", "slot")
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")

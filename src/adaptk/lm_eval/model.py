@@ -20,7 +20,7 @@ from adaptk.engines.transformers.patch import patch
 from adaptk.experts.kernels import KERNELS
 from adaptk.lm_eval.args import PatchArgs, model_folder, patch_args
 from adaptk.routing import FixedTopK, Policy
-from adaptk.stats import PatchReport
+from adaptk.routing.stats import PatchReport
 
 log = logging.getLogger(__name__)
 

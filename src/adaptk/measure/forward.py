@@ -14,7 +14,7 @@ from adaptk.measure.perplexity import (
 )
 from adaptk.engines.transformers.patch import patch
 from adaptk.routing import Policy
-from adaptk.stats import PatchReport
+from adaptk.routing.stats import PatchReport
 
 
 @dataclass

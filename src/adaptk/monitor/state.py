@@ -20,7 +20,7 @@ import torch
 from adaptk.monitor import functional as F
 from adaptk.monitor.errors import MonitorError
 from adaptk.routing.statistic import StatisticError, check_shape, entries
-from adaptk.stats import saved_tensor
+from adaptk.routing.stats import saved_tensor
 
 DEFAULT_BINS = 32
 

@@ -1,4 +1,4 @@
-"""The routing step of a softmax top-k router in one C call (``experts/csrc/route_topk.c``).
+"""The routing step of a softmax top-k router in one C call (``routing/csrc/route_topk.c``).
 
 At one token (a decode step) the torch ops of the routing step cost more in dispatch than in
 arithmetic, the more so when the experts of the layer before have evicted the caches. For the
@@ -19,9 +19,9 @@ entropy, the C step and the statistics' counts, with no Python between them.
 
 ``NativeRouter`` goes further for inference (``adaptk.patch(..., routing="native")``): the
 router's linear layer, softmax and entropy too, and the patch's statistics, so that a whole
-router call is one C call (``route_native``: one call of one; ``NativeRouter.route``, the
-patch's call, goes through the C++ binding of ``binding`` where it builds). Its
-own summation order and libm's expf/logf: logits within float32 rounding of torch's (one bfloat16
+router call is one C call (``csrc/route_native.c``; ``route_native``: one call of one;
+``NativeRouter.route``, the patch's call, goes through the C++ binding of ``binding`` where it
+builds). Its own summation order and libm's expf/logf: logits within float32 rounding of torch's (one bfloat16
 unit in the last place), entropies within a few float32 units, ties kept lower index first; not
 bit for bit, like the native experts kernel.
 
@@ -34,14 +34,15 @@ import ctypes
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from adaptk.experts import counters, native
-from adaptk.routing import binding
+from adaptk.native.build import NativeBuildError, build_library
+from adaptk.routing import binding, counters
 from adaptk.routing.select import Selection
-from adaptk.stats import LayerStats
+from adaptk.routing.stats import LayerStats
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,24 @@ OK, NONFINITE, DECLINED = 0, 1, 2  # what adaptk_route_topk returns
 LOGIT_CODES = {torch.float32: 1, torch.bfloat16: 2, torch.float16: 3}  # 0: do not check
 MAX_K = 64
 OUT_CODES = {"float32": 0, "logits": 1, "hidden": 2}  # RenormalisedTopK.out -> the C++ Fused's code
-MAX_N = 4096  # experts the native router takes (route_topk.c's MAXN)
+MAX_N = 4096  # experts the native router takes (route_native.c's MAXN)
+DTYPES = (torch.float32, torch.bfloat16)  # the native router's inputs (both of one dtype)
+SOURCES = ("route_topk.c", "route_native.c")  # csrc/: the routing step and the native router
+INSTEAD = "adaptk routes with torch ops"
 NATIVE_MAX_TOKENS = 16  # calls of more tokens: torch's GEMM is faster and its dispatch a small share
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
+def build() -> Path:
+    """Compile the two C routers into one library for this CPU unless the cache has it; its path."""
+    return build_library("routers", "adaptk.routing", SOURCES, INSTEAD)
+
+
 @functools.cache
 def _library() -> ctypes.CDLL:
-    """route_topk.c, compiled (or found in the cache) and loaded once, the entry points Python calls typed."""
-    lib = ctypes.CDLL(str(native.build("route_topk")))
+    """The two C routers, compiled into one library (or found in the cache) and loaded once, the
+    entry points Python calls typed."""
+    lib = ctypes.CDLL(str(build()))
     lib.adaptk_route_topk.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_int, ctypes.c_int,
                                       _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
     lib.adaptk_route_rows.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, ctypes.c_int,
@@ -76,7 +86,7 @@ def unavailable() -> str | None:
     layer)."""
     try:
         _library()
-    except (native.NativeBuildError, OSError) as err:
+    except (NativeBuildError, OSError) as err:
         return str(err)
     return None
 
@@ -255,7 +265,7 @@ def native_eligible(hidden: torch.Tensor, weight: torch.Tensor, k: int) -> bool:
     """Whether ``route_native`` takes this call (else the fused step or the torch ops): hidden
     [T, H] with 1 <= T <= NATIVE_MAX_TOKENS and weight [N, H] of one dtype (float32, bfloat16),
     contiguous, on the CPU, K <= N; never under autograd."""
-    return (hidden.is_cpu and weight.is_cpu and hidden.dtype is weight.dtype and hidden.dtype in native.DTYPES
+    return (hidden.is_cpu and weight.is_cpu and hidden.dtype is weight.dtype and hidden.dtype in DTYPES
             and hidden.dim() == 2 and 0 < hidden.shape[0] <= NATIVE_MAX_TOKENS and hidden.shape[1] == weight.shape[1]
             and k <= min(weight.shape[0], MAX_K) and weight.shape[0] <= MAX_N
             and hidden.is_contiguous() and weight.is_contiguous()

@@ -1,7 +1,7 @@
 """The one protocol of adaptk's routing-statistics collectors (torchmetrics-style).
 
 Four collectors keep running statistics of a layer's routing, each for its own caller:
-``adaptk.stats.LayerStats`` (the patched model's counters), ``adaptk.monitor.state.LayerState``
+``adaptk.routing.stats.LayerStats`` (the patched model's counters), ``adaptk.monitor.state.LayerState``
 (the routing monitor's sufficient statistics), ``adaptk.calibrate.collect.LayerRecorder`` (the
 entropies a calibration fits) and ``adaptk.train.health.LoadAccumulator`` (the expert load
 between two training logs). Each is a ``Statistic``:

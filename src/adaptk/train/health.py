@@ -13,7 +13,7 @@ import torch
 from adaptk.monitor import functional as MF
 from adaptk.routing.entropy import entropy_nats
 from adaptk.routing.statistic import StatisticError, check_shape, entries
-from adaptk.stats import saved_tensor
+from adaptk.routing.stats import saved_tensor
 
 log = logging.getLogger(__name__)
 HIST_BINS = 10

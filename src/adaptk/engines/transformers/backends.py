@@ -21,7 +21,7 @@ from adaptk.models.spec import FastPath
 from adaptk.routing import fused
 from adaptk.routing.entropy import entropy_nats
 from adaptk.routing.policies import Policy
-from adaptk.stats import LayerStats
+from adaptk.routing.stats import LayerStats
 
 log = logging.getLogger(__name__)
 Route = Callable[[torch.Tensor, torch.Tensor], Any]

@@ -14,7 +14,7 @@ from adaptk.errors import RoutingInputError
 from adaptk.models.registry import MoELayer
 from adaptk.routing.policies import Policy
 from adaptk.routing.select import decide
-from adaptk.stats import LayerStats
+from adaptk.routing.stats import LayerStats
 
 
 def _check_finite(logits: torch.Tensor, index: int, name: str) -> None:

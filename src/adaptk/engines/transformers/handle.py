@@ -15,7 +15,7 @@ from adaptk.experts.kernels import check_kernel, check_kernel_name, kernel_for
 from adaptk.experts.variable_k import bind as bind_experts
 from adaptk.models.registry import MoELayer
 from adaptk.routing.policies import Policy
-from adaptk.stats import LayerStats, PatchReport
+from adaptk.routing.stats import LayerStats, PatchReport
 
 
 def _experts_order(experts: nn.Module) -> str:

@@ -32,11 +32,8 @@
 #define NR 32
 #define PREFETCH 16  /* panel rows (k steps) ahead */
 /* software prefetch of the panel in the first row block only, and only from this many rows in
- * it (so never where MR = 4): below that the hardware prefetcher alone does as well
- * (docs/scripts/native_builds.py compares builds with -DPREFETCH_ROWS=...) */
-#ifndef PREFETCH_ROWS
+ * it (so never where MR = 4): below that the hardware prefetcher alone does as well */
 #define PREFETCH_ROWS 11
-#endif
 #if defined(__AVX512F__)
 #define MR 12
 #else
@@ -202,13 +199,8 @@ void adaptk_grouped_gemm(const void *x, int64_t ldx, const int64_t *starts, int6
         const int64_t id = 0, nt = 1;
 #endif
         const int64_t p0 = np * id / nt, p1 = np * (id + 1) / nt;  /* this thread's panels */
-#ifdef PANEL_MAJOR  /* the order before, kept to compare builds (docs/scripts/native_builds.py) */
-        for (int64_t p = p0; p < p1; p++)
-            for (int64_t g = 0; g < G; g++) {
-#else
         for (int64_t g = 0; g < G; g++)
             for (int64_t p = p0; p < p1; p++) {
-#endif
                 const int64_t row0 = starts[g] - starts[0], m = starts[g + 1] - starts[g];
                 const int64_t blocks = (m + MR - 1) / MR;
                 const int64_t ncols = N - p * NR < NR ? N - p * NR : NR;

@@ -2,7 +2,6 @@
 column panel boundary, weight layouts and strides; and its build errors."""
 
 import platform
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,11 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptk.errors import KernelError
-from adaptk.experts import native
-from adaptk.experts.native import NativeBuildError, PackedExperts, PackedWeight
-from doc_scripts import run_doc_script
+from adaptk.experts import gemm
+from adaptk.experts.gemm import PackedExperts, PackedWeight
+from adaptk.native import build
+from adaptk.native.build import NativeBuildError
 
-pytestmark = pytest.mark.skipif(native.unavailable() is not None, reason=f"no native kernel: {native.unavailable()}")
+pytestmark = pytest.mark.skipif(gemm.unavailable() is not None, reason=f"no native kernel: {gemm.unavailable()}")
 
 
 @settings(max_examples=60, deadline=None)
@@ -77,7 +77,7 @@ def test_grouped_matmul_matches_each_expert_alone(counts, skip, n, k, with_bias,
 def test_grouped_matmul_gives_the_same_bits_on_any_thread_count(dtype):
     """Threads take ranges of column panels (5 panels: uneven splits, and more threads than
     panels); every output stays one thread's sequential sum, so the bits do not move."""
-    width = native.library().adaptk_panel_width()
+    width = gemm.library().adaptk_panel_width()
     g = torch.Generator().manual_seed(0)
     w = torch.randn(4, 4 * width + 7, 37, generator=g).to(dtype)  # [E, N, K]: 5 panels, the last partial
     bias = torch.randn(4, 4 * width + 7, generator=g)
@@ -97,16 +97,16 @@ def test_grouped_matmul_gives_the_same_bits_on_any_thread_count(dtype):
         assert torch.equal(got, results[0])
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not native.library().adaptk_bf16_pairs(),
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not gemm.library().adaptk_bf16_pairs(),
                     reason="the bfloat16 dot-product build is the one to switch off here")
 def test_bfloat16_without_dot_products_widens_the_weights(monkeypatch, tmp_path):
     """The other bfloat16 path, as a CPU without AVX512-BF16 builds it: weights widened to
     float32 as they are loaded, float32 rows (not rounded), every row block and an odd K."""
     monkeypatch.setenv("ADAPTK_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(native, "FLAGS", (*native.FLAGS, "-mno-avx512bf16"))
-    native.library.cache_clear()
+    monkeypatch.setattr(gemm, "FLAGS", (*gemm.FLAGS, "-mno-avx512bf16"))
+    gemm.library.cache_clear()
     try:
-        assert native.library().adaptk_bf16_pairs() == 0
+        assert gemm.library().adaptk_bf16_pairs() == 0
         w = torch.randn(3, 45, 33).to(torch.bfloat16)
         packed = PackedExperts(list(w))
         counts = [13, 0, 7]
@@ -115,7 +115,7 @@ def test_bfloat16_without_dot_products_widens_the_weights(monkeypatch, tmp_path)
         ref = torch.cat([x[:13].double() @ w[0].double().t(), x[13:].double() @ w[2].double().t()])
         torch.testing.assert_close(got, ref.float(), rtol=1e-5, atol=1e-4)
     finally:
-        native.library.cache_clear()
+        gemm.library.cache_clear()
 
 
 def test_grouped_matmul_refuses_starts_that_do_not_fit():
@@ -130,7 +130,7 @@ def test_grouped_matmul_refuses_starts_that_do_not_fit():
 
 def test_every_row_block_size_and_a_partial_panel():
     """1..3 row blocks of each size the kernel specialises, and outputs past a 32-column panel."""
-    lib = native.library()
+    lib = gemm.library()
     block, width = lib.adaptk_row_block(), lib.adaptk_panel_width()
     w = torch.randn(width + 5, 33)
     packed = PackedWeight(w)
@@ -150,7 +150,7 @@ def test_a_missing_compiler_is_a_build_error(monkeypatch, tmp_path):
     monkeypatch.setenv("ADAPTK_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-compiler-adaptk")
     with pytest.raises(NativeBuildError, match="install gcc or clang"):
-        native.build()
+        gemm.build()
 
 
 def test_a_failing_compile_is_a_build_error_with_its_output(monkeypatch, tmp_path):
@@ -160,27 +160,14 @@ def test_a_failing_compile_is_a_build_error_with_its_output(monkeypatch, tmp_pat
     monkeypatch.setenv("ADAPTK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CC", str(cc))
     with pytest.raises(NativeBuildError, match="no such target"):
-        native.build()
+        gemm.build()
     assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-written is left to load
 
 
 def test_the_build_is_cached_per_source_and_cpu(monkeypatch, tmp_path):
     monkeypatch.setenv("ADAPTK_CACHE_DIR", str(tmp_path))
-    first = native.build()
+    first = gemm.build()
     mtime = first.stat().st_mtime_ns
-    assert native.build() == first and first.stat().st_mtime_ns == mtime  # not compiled again
-    monkeypatch.setattr(native, "cpu_fingerprint", lambda: "another cpu")
-    assert native.build() != first  # another CPU: another binary
-
-
-def test_builds_script_prints_a_table(capsys, monkeypatch, tmp_path):
-    """docs/scripts/native_builds.py (the prefetch comparison in docs/performance.md) runs, and
-    the kernel is the shipped build again afterwards."""
-    monkeypatch.setenv("ADAPTK_CACHE_DIR", str(tmp_path))
-    out = run_doc_script("native_builds.py", ["--build=", "--build=-DPREFETCH_ROWS=1", "--hidden", "16", "--width",
-                                              "8", "--experts", "2", "--rows", "1,13", "--repeats", "1"],
-                         monkeypatch, capsys)
-    assert out[1] == "| rows per expert | as shipped | -DPREFETCH_ROWS=1 |"
-    assert [line.split(" | ")[0] for line in out[3:]] == ["| 1", "| 13"]
-    assert "-DPREFETCH_ROWS=1" not in native.FLAGS
-    assert Path(native.library()._name) == native.build()  # the shipped build, not the last variant
+    assert gemm.build() == first and first.stat().st_mtime_ns == mtime  # not compiled again
+    monkeypatch.setattr(build, "cpu_fingerprint", lambda: "another cpu")
+    assert gemm.build() != first  # another CPU: another binary

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from threads import run_in_threads
 
 from adaptk.routing.statistic import Statistic, StatisticError
-from adaptk.stats import FOLD_TOKENS, LayerStats
+from adaptk.routing.stats import FOLD_TOKENS, LayerStats
 
 N, K = 6, 3
 

@@ -1,5 +1,5 @@
 /* adaptk's two routers bound through torch's C++ API (adaptk.routing.binding builds this file with
- * route_topk.c). At one token, right after a layer call, each torch op and attribute read from
+ * route_topk.c and route_native.c). At one token, right after a layer call, each torch op and attribute read from
  * Python costs more than the routing arithmetic; here they are plain C++ calls.
  *
  * Fused (adaptk.patch's default, routing="fused"): the model's own router ops (its linear layer
@@ -11,7 +11,7 @@
  * ops, and every call with a NaN/Inf logit.
  *
  * Router (routing="native"): the checks on the call's tensors, the three output tensors and the
- * C call of route_topk.c's adaptk_route_native. The arithmetic is route_topk.c's, so the results
+ * C call of route_native.c's adaptk_route_native. The arithmetic is route_native.c's, so the results
  * are the ctypes binding's (fused.NativeRouter.route_ctypes), bit for bit.
  *
  * Shapes: T tokens, H hidden size, N experts, K = tau's length.
@@ -32,7 +32,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "counters.h"  // the counters' sizes (route_topk.c counts into them as it declares)
+#include "counters.h"  // the counters' sizes (the C routers count into them as it declares)
 
 namespace py = pybind11;
 
@@ -237,7 +237,7 @@ class Router {
     /* hidden [..., H] (flattened to [T, H] if flatten; else [T, H] only) and weight [N, H] ->
      * (logits [T, N], weights [T, K], indices [T, K]), or None for a call the other paths must
      * route: not float32/bfloat16 alike, not contiguous CPU, more than max_tokens tokens, under
-     * autograd, a shape route_topk.c declines, or a NaN/Inf logit (then nothing is counted). */
+     * autograd, a shape route_native.c declines, or a NaN/Inf logit (then nothing is counted). */
     py::object operator()(const at::Tensor &hidden, const at::Tensor &weight) const {
         const auto dtype = hidden.scalar_type();
         if (!hidden.is_cpu() || !weight.is_cpu() || weight.scalar_type() != dtype ||
@@ -262,7 +262,7 @@ class Router {
                                        counters_.kmax, counters_.moments);
         };
         if ((counters_.none() ? call() : counters_.locked(call)) != 0)
-            return py::none();  // 1: a NaN/Inf logit (nothing counted), 2: a shape route_topk.c declines
+            return py::none();  // 1: a NaN/Inf logit (nothing counted), 2: a shape route_native.c declines
         return py::make_tuple(logits, weights, indices);
     }
 

@@ -5,136 +5,34 @@ general GEMMs (MKL, oneDNN) are inefficient: they re-lay out or re-read the weig
 that do little work with them. This kernel keeps each expert's weights in column panels,
 streamed once per call (``adaptk bench`` times it against oneDNN: docs/performance.md).
 
-The C file is compiled once per source (with the headers it includes), compiler, flags and CPU
-(``-march=native``) into a cache folder (``$ADAPTK_CACHE_DIR``, else ``$XDG_CACHE_HOME/adaptk``,
-else ``~/.cache/adaptk``) and loaded with ``ctypes``; no Python headers or torch headers are needed, only a C compiler
-with OpenMP (``$CC``, else ``cc``; gcc has it). ``NativeBuildError`` says what is missing.
+``adaptk.native.build`` compiles the C file once per source, compiler, flags and CPU
+(``-march=native``) into adaptk's cache folder, and it is loaded with ``ctypes``; no Python
+headers or torch headers are needed, only a C compiler with OpenMP (``$CC``, else ``cc``; gcc has
+it). ``NativeBuildError`` says what is missing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import logging
-import os
-import platform
-import re
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from adaptk.errors import KernelError
+from adaptk.native import build as native_build
+from adaptk.native.build import NativeBuildError
 
-log = logging.getLogger(__name__)
-
-FLAGS = ("-O3", "-march=native", "-std=gnu11", "-fopenmp", "-shared", "-fPIC")
-LIBS = ("-lm",)  # after the source, where the linker looks for what it needs
+FLAGS = native_build.FLAGS  # the GEMM's compiler flags (a test builds it with one more)
+INSTEAD = "use kernel='onednn-packed'"
 _ALIGN = 64  # bytes: the kernel loads packed panels with aligned 64-byte vector loads
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
-class NativeBuildError(KernelError):
-    """The native kernel could not be compiled or loaded here."""
-
-
-def source(name: str) -> bytes:
-    """``csrc/NAME`` (with its extension), as the package ships it."""
-    return (resources.files("adaptk.experts") / "csrc" / name).read_bytes()
-
-
-_INCLUDE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]+"([\w.-]+)"', re.MULTILINE)
-
-
-def headers(*codes: bytes) -> dict[str, bytes]:
-    """The package's headers that the sources ``codes`` include (``#include "NAME"``, from
-    ``csrc/``), by name: written beside the sources when they compile, and part of the cache key
-    (``counters.h`` declares the statistics' counter layout)."""
-    names = sorted({m.decode() for code in codes for m in _INCLUDE.findall(code)})
-    return {name: source(name) for name in names}
-
-
-def header_key(found: dict[str, bytes]) -> list[bytes | str]:
-    """The cache key's share of ``headers``' answer: each name and its bytes."""
-    return [part for name, code in found.items() for part in (name, code)]
-
-
-def cpu_fingerprint() -> str:
-    """What -march=native compiles for: the CPU model and flags (so a shared cache folder never
-    hands one CPU another's binary)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags", "Features"))]
-        return "\n".join(dict.fromkeys(lines))
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("ADAPTK_CACHE_DIR")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adaptk"
-
-
-def compiler(instead: str, variable: str = "CC", default: str = "cc") -> str:
-    """The C compiler's path (``$CC``, else ``cc``; with "CXX", "c++": the C++ compiler's), or
-    ``NativeBuildError`` saying how to get one, or ``instead``: what to do without."""
-    cc = os.environ.get(variable, default)
-    path = shutil.which(cc)
-    if path is None:
-        lang = "C++" if variable == "CXX" else "C"
-        raise NativeBuildError(f"adaptk's native code needs a {lang} compiler, and {cc!r} is not on PATH: install "
-                               f"gcc or clang (or set {variable}), or {instead}")
-    return path
-
-
-def compile_cached(name: str, key: list[bytes | str], steps: Callable[[Path, Path], list[list[str]]],
-                   instead: str, suffix: str = ".so") -> Path:
-    """Run the compiler command lines ``steps(tmp, out)`` (which write the library ``out`` in
-    the empty folder ``tmp``) unless the cache has ``name``'s library for ``key`` (everything
-    the binary depends on: sources, compilers, flags, CPU); return the library's path.
-    ``NativeBuildError`` with the compiler's output (and ``instead``: what to do) if one fails."""
-    digest = hashlib.sha256(b"\0".join(k if isinstance(k, bytes) else k.encode() for k in key)).hexdigest()[:16]
-    lib = cache_dir() / f"{name}-{digest}{suffix}"
-    if lib.exists():
-        return lib
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    log.info("adaptk: compiling %s (once for this version, compiler and CPU)", name)
-    with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
-        out = Path(tmp) / lib.name
-        for argv in steps(Path(tmp), out):
-            done = subprocess.run(argv, capture_output=True, text=True)
-            if done.returncode != 0:
-                shown = " ".join(a for a in argv if not a.startswith(tmp))  # not the temporary paths
-                raise NativeBuildError(f"compiling {name} failed ({shown}):\n{done.stderr.strip()}\n"
-                                       f"fix the compiler set-up, or {instead}")
-        os.replace(out, lib)  # atomic: a concurrent build of the same key writes the same bytes
-    log.info("adaptk: compiled %s into %s", name, lib)
-    return lib
-
-
-def build(name: str = "small_gemm") -> Path:
-    """Compile ``csrc/NAME.c`` (the small-row GEMM, or ``route_topk`` for the fused routing step
-    and the native router) for this CPU unless the cache has it; return the library's path."""
-    instead = "use kernel='onednn-packed'" if name == "small_gemm" else "adaptk routes with torch ops"
-    cc, code = compiler(instead), source(f"{name}.c")
-    found = headers(code)
-
-    def steps(tmp: Path, out: Path) -> list[list[str]]:
-        (tmp / f"{name}.c").write_bytes(code)
-        for header, text in found.items():
-            (tmp / header).write_bytes(text)
-        return [[cc, *FLAGS, str(tmp / f"{name}.c"), "-o", str(out), *LIBS]]
-
-    key = [code, cc, " ".join(FLAGS + LIBS), cpu_fingerprint(), *header_key(found)]
-    return compile_cached(name, key, steps, instead)
+def build() -> Path:
+    """Compile ``csrc/small_gemm.c`` for this CPU unless the cache has it; the library's path."""
+    return native_build.build_library("small_gemm", "adaptk.experts", ("small_gemm.c",), INSTEAD, FLAGS)
 
 
 @functools.cache
@@ -177,7 +75,7 @@ def _rows(x: torch.Tensor, k: int, pairs: bool) -> torch.Tensor:
     return x if x.stride(1) == 1 else x.contiguous()
 
 
-DTYPES = (torch.float32, torch.bfloat16)  # weights (and the native router's inputs); float32 arithmetic either way
+DTYPES = (torch.float32, torch.bfloat16)  # weights; float32 arithmetic either way
 
 
 class PackedWeight:

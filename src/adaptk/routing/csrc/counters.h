@@ -1,15 +1,15 @@
-/* adaptk: the layout of a layer's routing counters (adaptk.stats.LayerStats), declared once.
+/* adaptk: the layout of a layer's routing counters (adaptk.routing.stats.LayerStats), declared once.
  *
- * The C routers (route_topk.c's count_row; router_ext.cpp checks the sizes) add the tokens they
+ * The C routers (route_rows.h's count_row; router_ext.cpp checks the sizes) add the tokens they
  * route to two tensors of the patch's statistics, in place:
  *   counts  int64 [ADAPTK_COUNTS_SIZE(kmax, n)]: tokens by kept k (k = 0..kmax), then routing
  *           slots by expert (e = 0..n-1), then the dropped slots (the sentinel expert id n);
  *   moments float64 [ADAPTK_MOMENTS_SIZE]: the sum of the tokens' entropies and of their squares.
  * kmax is the most experts a token may keep, n the layer's experts.
  *
- * adaptk.stats reads this file at import (COUNTERS): each #define below is one line
+ * adaptk.routing.counters reads this file at import: each #define below is one line
  * "#define ADAPTK_NAME(args) expression" or "#define ADAPTK_NAME integer", the expression made of
- * its arguments, integers, + - * and parentheses only. adaptk.experts.native compiles the sources
+ * its arguments, integers, + - * and parentheses only. adaptk.native.build compiles the sources
  * with this file beside them and keys its cache on it.
  */
 #ifndef ADAPTK_COUNTERS_H

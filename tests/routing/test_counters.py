@@ -10,18 +10,22 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from adaptk.experts import counters, native
-from adaptk.experts.counters import CounterLayoutError
-from adaptk.routing import binding, fused
-from adaptk.stats import LayerStats
+from adaptk.experts import gemm
+from adaptk.native import build as native
+from adaptk.native import extension
+from adaptk.routing import binding, counters, fused
+from adaptk.routing.counters import CounterLayoutError
+from adaptk.routing.stats import LayerStats
 
 N, K, KMAX = 5, 3, 5  # kmax > K: the k histogram has room past K, so the experts' offset is not K + 1
 
 
 def test_python_reads_the_layout_from_the_header_the_c_sources_include():
-    header = native.source("counters.h").decode()
-    assert '#include "counters.h"' in native.source("route_topk.c").decode()
-    assert '#include "counters.h"' in native.source("router_ext.cpp").decode()
+    header = native.source("adaptk.routing", "counters.h").decode()
+    assert '#include "counters.h"' in native.source("adaptk.routing", "route_rows.h").decode()
+    for name in fused.SOURCES:  # both routers count through route_rows.h's count_row
+        assert '#include "route_rows.h"' in native.source("adaptk.routing", name).decode()
+    assert '#include "counters.h"' in native.source("adaptk.routing", "router_ext.cpp").decode()
     lay = counters.layout(KMAX, N)
     assert lay == counters.layout(KMAX, N, counters.parse(header))
     assert (lay.khist, lay.experts, lay.dropped, lay.size) == (0, KMAX + 1, KMAX + 1 + N, KMAX + N + 2)
@@ -58,7 +62,7 @@ def test_another_header_moves_the_python_side_with_it():
     (("ADAPTK_KHIST_AT(kmax, n, k) (k)", "ADAPTK_KHIST_AT(kmax, n, k) (k +)"), "not an integer expression"),
 ])
 def test_a_header_the_counters_cannot_have_is_refused(change, message):
-    text = native.source("counters.h").decode()
+    text = native.source("adaptk.routing", "counters.h").decode()
     assert change[0] in text
     with pytest.raises(CounterLayoutError, match=message):
         counters.layout(KMAX, N, counters.parse(text.replace(change[0], change[1])))
@@ -78,7 +82,7 @@ def _tokens():
 def test_each_counter_the_c_code_writes_lands_where_python_reads_it():
     entropy, cand, drop = _tokens()
     stats = LayerStats(0, "l", N, 2, KMAX, "cpu")
-    lib = ctypes.CDLL(str(native.build("route_topk")))  # its own handle: the argtypes set here stay here
+    lib = ctypes.CDLL(str(fused.build()))  # its own handle: the argtypes set here stay here
     count = lib.adaptk_count
     count.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int64,
                                                                         ctypes.c_void_p]
@@ -134,8 +138,8 @@ def test_the_ctypes_router_refuses_counters_of_another_size():
 
 
 def test_the_compiled_code_is_cached_per_header(monkeypatch):
-    """A changed counters.h compiles anew (its bytes are in both cache keys), and is written beside
-    the sources it compiles with."""
+    """A changed counters.h compiles anew (its bytes are in both cache keys, though the sources
+    include it through route_rows.h), and is written beside the sources it compiles with."""
     keys, written = [], []
 
     def compile_cached(name, key, steps, instead, suffix=".so"):
@@ -147,18 +151,19 @@ def test_the_compiled_code_is_cached_per_header(monkeypatch):
 
     monkeypatch.setattr(native, "compile_cached", compile_cached)
     monkeypatch.setattr(native, "compiler", lambda *a, **k: "/bin/true")
-    monkeypatch.setattr(binding, "_torch_flags", lambda: ([], []))
+    monkeypatch.setattr(extension, "torch_flags", lambda: ([], []))
     original = native.source
     for header in (None, b"#define ADAPTK_MOMENT_SUM 0 /* changed */\n"):
         if header is not None:
-            monkeypatch.setattr(native, "source",
-                                lambda name, h=header: h if name == "counters.h" else original(name))
-        native.build("route_topk")
+            monkeypatch.setattr(native, "source", lambda package, name, h=header:
+                                h if name == "counters.h" else original(package, name))
+        fused.build()
         binding.build()
     (c1, k1), (x1, kx1), (c2, k2), (x2, kx2) = keys
-    assert (c1, x1) == (c2, x2) == ("route_topk", binding.MODULE)
+    assert (c1, x1) == (c2, x2) == ("routers", binding.MODULE)
     assert k1 != k2 and kx1 != kx2
-    assert "counters.h" in written[0] and "counters.h" in written[1]
-    native.build("small_gemm")  # includes no header: none written, none in its key
+    for files in written[:2]:
+        assert {"counters.h", "route_rows.h", *fused.SOURCES} <= set(files)
+    gemm.build()  # includes no header: none written, none in its key
     assert "counters.h" not in written[-1] and b"counters.h" not in b"".join(
         k if isinstance(k, bytes) else k.encode() for k in keys[-1][1])

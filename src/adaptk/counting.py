@@ -1,4 +1,5 @@
-"""Counting expert ids without a host synchronisation.
+"""Counting expert ids without a host synchronisation (a leaf: the routing core, the expert
+back-ends and the bench all count with it, and none of them needs the others for it).
 
 Shapes: any number of ids in [0, n]; id n (the sentinel of a dropped slot) is not counted.
 """

@@ -1,6 +1,6 @@
 """The layout of a layer's routing counters, read from the C header that declares it.
 
-``csrc/counters.h`` says where each counter of ``adaptk.stats.LayerStats`` lies in the two
+``csrc/counters.h`` says where each counter of ``adaptk.routing.stats.LayerStats`` lies in the two
 tensors the C routers add to in place (``counts`` int64 and ``moments`` float64); the C sources
 include it, and this module evaluates its ``#define`` lines at import, so that Python reads each
 counter where the compiled code writes it. ``layout(kmax, n)`` gives the offsets for one layer.
@@ -69,7 +69,7 @@ def parse(text: str) -> dict[str, Callable[..., int]]:
 @functools.cache
 def definitions() -> dict[str, Callable[..., int]]:
     """``csrc/counters.h``'s definitions, as the package ships the header."""
-    return parse((resources.files("adaptk.experts") / "csrc" / HEADER).read_text())
+    return parse((resources.files("adaptk.routing") / "csrc" / HEADER).read_text())
 
 
 @dataclass(frozen=True)

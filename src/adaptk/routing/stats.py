@@ -2,8 +2,8 @@
 
 Counters live on the layer's device and are updated in place (no host sync); ``compute()``
 copies them out once. ``LayerStats`` is a ``adaptk.routing.statistic.Statistic``; the C routers
-count into its counters in place, laid out as ``experts/csrc/counters.h`` declares
-(``adaptk.experts.counters``).
+count into its counters in place, laid out as ``routing/csrc/counters.h`` declares
+(``adaptk.routing.counters``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from adaptk.experts import counters
+from adaptk.routing import counters
 from adaptk.routing.statistic import StatisticError, check_shape, entries
 
 
