@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from adaptk import routing_entropy
@@ -61,14 +61,19 @@ _DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 64), st.integers(0, 2**16), st.floats(0.05, 20.0), st.sampled_from(_DTYPES))
+@example(5, 2, 5, 0.05, torch.bfloat16)  # rows of mass 0.998 > log 2 by 6e-4
 def test_valid_distributions_have_entropy_in_zero_log_n(t, n, seed, scale, dtype):
     # any softmax output, sharp (large scale) or flat, rounded to any float dtype, is accepted
     logits = torch.randn(t, n, generator=torch.Generator().manual_seed(seed)) * scale
     p = logits.softmax(-1).to(dtype)
     h = routing_entropy(p)
-    assert ((h >= 0) & (h <= math.log(n) + 1e-5)).all()
+    # -sum p log p of the row as given: a rounded row of mass m (within the accepted tolerance of 1)
+    # has at most m log(n / m), which exceeds log n by up to ~(1 - m) when m < 1 (bfloat16 [0.5, 0.498])
+    mass = p.float().sum(-1)
+    bound = mass * torch.log(n / mass) + 1e-5
+    assert ((h >= 0) & (h <= bound)).all()
     hn = routing_entropy(p, normalized=True)
-    assert ((hn >= 0) & (hn <= 1 + 1e-5)).all()
+    assert ((hn >= 0) & (hn <= (bound / math.log(n) if n > 1 else 1e-5))).all()
 
 
 @settings(max_examples=60, deadline=None)
