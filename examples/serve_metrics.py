@@ -73,9 +73,9 @@ ScoreRequest.model_rebuild()
 GenerateRequest.model_rebuild()
 
 _USAGE = {
-    ScoreRequest: 'send {"text": "..."} or {"input_ids": [int, ...]} (1..%d ids)' % MAX_TOKENS,
-    GenerateRequest: 'send {"text": "..."} or {"input_ids": [int, ...]} (1..%d ids), '
-                     'optional "max_new_tokens": an integer 0..%d' % (MAX_TOKENS, MAX_NEW_TOKENS),
+    ScoreRequest: f'send {{"text": "..."}} or {{"input_ids": [int, ...]}} (1..{MAX_TOKENS} ids)',
+    GenerateRequest: f'send {{"text": "..."}} or {{"input_ids": [int, ...]}} (1..{MAX_TOKENS} ids), '
+                     f'optional "max_new_tokens": an integer 0..{MAX_NEW_TOKENS}',
 }
 
 

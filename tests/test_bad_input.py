@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from tiny_models import tiny_model
 from torch import nn
 
 import adaptk
 from adaptk.models import find_moe_layers
-from tiny_models import tiny_model
 
 
 def test_nan_logits_are_rejected():
@@ -73,10 +73,10 @@ def test_patched_layers_found_for_every_family():
 
 def test_patch_without_statistics_routes_the_same_and_says_so():
     import torch
+    from tiny_models import tiny_model
 
     import adaptk
     from adaptk.errors import PatchError
-    from tiny_models import tiny_model
 
     model = tiny_model("mixtral")
     ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))

@@ -236,9 +236,10 @@ def test_entropy_policy_reports_compute_below_native(lm_eval, task_dir, unpatche
 
 @pytest.mark.slow
 def test_policy_file_of_another_model_is_refused(lm_eval, task_dir, tmp_path):
+    from tiny_models import tiny_model
+
     from adaptk import FixedTopK
     from adaptk.calibrate import PolicyFileError
-    from tiny_models import tiny_model
 
     other = _policy_file(tmp_path / "other.json", tiny_model("mixtral"), FixedTopK(1))
     with pytest.raises(PolicyFileError, match="made for another model"):

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaptk import outputs as O
-from adaptk.outputs import temps as OT
-from adaptk.outputs import write as OW
 from adaptk.errors import AdaptkError
 from adaptk.outputs import MARKER, OutputError, OutputExistsError
+from adaptk.outputs import temps as OT
+from adaptk.outputs import write as OW
 
 FILES = {"results.json": "{}", "report.html": "<html>", "plot.png": b"\x89PNG"}
 

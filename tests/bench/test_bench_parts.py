@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from doc_scripts import run_doc_script
 
 from adaptk.bench import BenchConfig, KMix, LayerShape, run_bench
 from adaptk.bench.config import PRESETS, default_mixes
@@ -16,7 +17,6 @@ from adaptk.bench.report import render_markdown, write
 from adaptk.bench.synthetic import apply_k, flop_ratio, k_per_token, make_experts, make_tokens
 from adaptk.bench.timing import interleaved, paired_quartiles
 from adaptk.routing import binding
-from doc_scripts import run_doc_script
 
 TINY = LayerShape("tiny", 32, 48, 8, 2, 24)
 

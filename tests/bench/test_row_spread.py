@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from doc_scripts import run_doc_script
 
 from adaptk.bench.config import LayerShape
 from adaptk.bench.synthetic import make_tokens
-
-from doc_scripts import run_doc_script
 
 
 def test_row_spread_prints_the_cases(capsys, monkeypatch, tmp_path):

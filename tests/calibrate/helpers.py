@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import torch
-
 from tiny_models import tiny_model
 
 WORDS = [f"w{i}" for i in range(60)]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from tiny_models import tiny_model
 
 from adaptk.calibrate import FORMAT_VERSION, PolicyFileError, load_policy_file, make_policy_file, save_policy_file
 from adaptk.routing import EntropyThreshold, RatioSkip
-from tiny_models import tiny_model
 
 
 @pytest.fixture(scope="module")

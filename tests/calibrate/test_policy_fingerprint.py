@@ -8,13 +8,13 @@ import logging
 
 import pytest
 import torch
+from tiny_models import tiny_model
 
 from adaptk.calibrate import FORMAT_VERSION, PolicyFileError, load_policy, load_policy_file, make_policy_file
 from adaptk.calibrate.fingerprint import weights_fingerprint
 from adaptk.calibrate.policy_file import save_policy_file
 from adaptk.models import find_moe_layers
 from adaptk.routing import EntropyThreshold, FixedTopK, RatioSkip
-from tiny_models import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
+from tiny_models import tiny_model
 
 from adaptk.calibrate import BudgetNotMetError, CalibrateConfig, CalibrationError, calibrate, collect_router_stats
 from adaptk.calibrate import strategies as S
 from adaptk.calibrate.simulate import layer_k, simulated_avg_k, simulated_layer_avg_k
 from adaptk.routing import EntropyThreshold, RatioSkip, TopP
 from calibrate.helpers import controlled_mixtral, random_ids
-from tiny_models import tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +144,9 @@ def test_quality_budget_no_policy_meets_reports_best():
 
 
 def test_upper_bound_matches_a_plain_block_reference():
-    import numpy as np
     from statistics import NormalDist
+
+    import numpy as np
 
     from adaptk.calibrate.quality import upper_bound
 

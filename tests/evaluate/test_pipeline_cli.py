@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from calibrate.helpers import random_ids, random_text, saved_tiny_model
+from tiny_models import tiny_model
 
 from adaptk.cli.main import main
 from adaptk.errors import UnsupportedModelError
 from adaptk.evaluate import EvaluateConfig, TextTooShortError, run_evaluation
 from adaptk.evaluate.pipeline import granularity_sets
-from calibrate.helpers import random_ids, random_text, saved_tiny_model
-from tiny_models import tiny_model
 
 SMALL = ["--calib-tokens", "128", "--eval-tokens", "96", "--match-tokens", "64", "--window", "32",
          "--stride", "16", "--max-passes", "6", "--no-progress"]

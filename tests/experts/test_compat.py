@@ -8,11 +8,11 @@ import torch
 import transformers
 import transformers.integrations.moe as tf_moe
 from packaging.version import Version
+from tiny_models import tiny_model
 
 from adaptk.experts import variable_k_experts_forward
 from adaptk.experts.compat import PREDATED, experts_flag, has_post_expert_norm, post_expert_norm
 from adaptk.models import find_moe_layers
-from tiny_models import tiny_model
 
 INSTALLED = Version(Version(transformers.__version__).base_version)
 

@@ -4,18 +4,18 @@ them from running where they cannot."""
 
 import pytest
 import torch
+from doc_scripts import run_doc_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_models import tiny_model
 from torch.overrides import TorchFunctionMode
 
 import adaptk
 from adaptk.errors import KernelError
-from adaptk.experts.kernels import KERNELS, PAD_ROWS, kernel_for, onednn_available
 from adaptk.experts.gemm import PackedExperts
+from adaptk.experts.kernels import KERNELS, PAD_ROWS, kernel_for, onednn_available
 from adaptk.experts.variable_k import variable_k_experts_forward
 from adaptk.models import find_moe_layers
-from doc_scripts import run_doc_script
-from tiny_models import tiny_model
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
 FAST = [k for k in KERNELS if k != "exact"]

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from tiny_models import tiny_model
 from torch.overrides import TorchFunctionMode
 
 import adaptk
-from tiny_models import tiny_model
 
 GATE_UP_ROWS = 2 * 48  # intermediate 48: no other weight of the tiny model has 96 rows
 

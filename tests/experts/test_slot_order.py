@@ -5,11 +5,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_models import ODD_WIDTH, reweight, tiny_model
 from transformers.integrations.moe import grouped_mm_experts_forward
 
 from adaptk.experts import variable_k_experts_forward
 from adaptk.models import find_moe_layers
-from tiny_models import ODD_WIDTH, reweight, tiny_model
 
 
 def _experts(family, impl):

@@ -4,10 +4,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_models import tiny_model
 
 from adaptk.experts import variable_k_experts_forward
 from adaptk.models import find_moe_layers
-from tiny_models import tiny_model
 
 
 def _reference(experts, hidden, index, weights):
@@ -117,9 +117,10 @@ def test_unknown_order():
 
 
 def test_registered_as_transformers_experts_implementation():
+    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+
     import adaptk  # noqa: F401
     from adaptk.experts import register_with_transformers
-    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
 
     register_with_transformers()
     assert "adaptk" in ALL_EXPERTS_FUNCTIONS

@@ -14,7 +14,6 @@ import transformers
 from adaptk.models.families import FAMILIES
 from adaptk.models.registry import family_unavailable
 
-
 MODELS_DIR = Path(transformers.__file__).parent / "models"
 
 

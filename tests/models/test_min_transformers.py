@@ -11,12 +11,12 @@ import pytest
 import transformers
 from hypothesis import given
 from hypothesis import strategies as st
+from tiny_models import tiny_model
 
 from adaptk.errors import UnsupportedModelError
 from adaptk.models import find_moe_layers, registry
 from adaptk.models.families import FAMILIES, MIXTRAL
 from adaptk.models.registry import family_unavailable, release
-from tiny_models import tiny_model
 
 MODELS_DIR = Path(transformers.__file__).parent / "models"
 

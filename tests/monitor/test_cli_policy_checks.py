@@ -9,13 +9,13 @@ import logging
 import pytest
 import torch
 import transformers
+from calibrate.helpers import random_text, saved_tiny_model
 
 from adaptk.calibrate import make_policy_file
 from adaptk.calibrate.policy_file import save_policy_file
 from adaptk.cli.main import main
 from adaptk.models import find_moe_layers
 from adaptk.routing import RatioSkip
-from calibrate.helpers import random_text, saved_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +78,8 @@ def test_folder_as_policy(setup, capsys, command):
 
 
 def test_baseline_of_another_model(setup, tmp_path, capsys):
-    from tiny_models import tiny_model
-
     from calibrate.helpers import tiny_tokenizer
+    from tiny_models import tiny_model
 
     deeper = tmp_path / "deeper"
     tiny_model("mixtral", num_hidden_layers=3).save_pretrained(deeper)

@@ -6,12 +6,12 @@ import json
 import re
 
 import pytest
+from calibrate.helpers import random_ids
+from tiny_models import tiny_model
 
 from adaptk.evaluate import EvaluateConfig, run_evaluation
 from adaptk.report import ReportError, load_results, write_report
 from adaptk.report.tables import fmt
-from calibrate.helpers import random_ids
-from tiny_models import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from tiny_models import tiny_model
 
 import adaptk
 from adaptk.errors import PolicyError
 from adaptk.routing import EntropyThreshold, FixedTopK, RatioSkip, TopP, policy_from_dict
-from tiny_models import tiny_model
 
 LOG8 = math.log(8)
 LOGGER = "adaptk.routing.policies"

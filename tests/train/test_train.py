@@ -61,7 +61,7 @@ def test_routing_controls_run_and_report_drops(tiny_cfg):
     controls = RoutingControls(capacity_factor=1.0, temperature_start=2.0, dense_steps=2, sparsify_steps=2,
                                entropy_coef=0.01)
     out = train(tiny_cfg(controls=controls, log_every=1))
-    recs = [json.loads(l) for l in (out / "health.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (out / "health.jsonl").read_text().splitlines()]
     assert recs[0]["k"] == 8 and recs[-1]["k"] == 2
     assert recs[0]["temperature"] == 2.0
     assert any(r["layers"][0]["drop_rate"] > 0 for r in recs)
@@ -102,12 +102,12 @@ def test_collapse_warning_fires_without_controls_and_not_with(tiny_cfg, caplog, 
     collapse = RoutingControls(balance_coef=0.0, z_loss_coef=0.0, entropy_coef=-5.0)
     with caplog.at_level(logging.WARNING, logger="adaptk.train.health"):
         out = train(tiny_cfg(out=tmp_path / "bad", controls=collapse, steps=30, lr=1e-2, log_every=3))
-    warned = [w for l in (out / "health.jsonl").read_text().splitlines() for w in json.loads(l)["warnings"]]
+    warned = [w for line in (out / "health.jsonl").read_text().splitlines() for w in json.loads(line)["warnings"]]
     assert warned and "collapse" in caplog.text and "layer 0" in caplog.text
     caplog.clear()
     healthy = RoutingControls(balance_coef=0.1, z_loss_coef=0.001, entropy_coef=0.05, aux_free_bias_speed=0.05)
     with caplog.at_level(logging.WARNING, logger="adaptk.train.health"):
         out = train(tiny_cfg(out=tmp_path / "good", controls=healthy, steps=30, lr=1e-2, log_every=5,
                                  batch_size=8))
-    warned = [w for l in (out / "health.jsonl").read_text().splitlines() for w in json.loads(l)["warnings"]]
+    warned = [w for line in (out / "health.jsonl").read_text().splitlines() for w in json.loads(line)["warnings"]]
     assert not warned and "collapse" not in caplog.text

@@ -83,9 +83,9 @@ def _routing_fns(shape: LayerShape, tokens, kmax: int, stack: contextlib.ExitSta
     k, masking, weights): with ``routing`` (as ``adaptk.patch`` takes it) with and without the
     patch's statistics, and, where ``routing`` is not "native", with the native router (whole
     router in C) and statistics. The patches stay in place until ``stack`` closes."""
-    import adaptk
     from transformers.models.mixtral.modeling_mixtral import MixtralTopKRouter
 
+    import adaptk
     from adaptk.bench.synthetic import router_config
 
     if kmax > 1:

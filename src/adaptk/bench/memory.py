@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-
 from collections.abc import Callable
 from typing import Any
 

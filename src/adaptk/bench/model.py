@@ -142,8 +142,8 @@ def bench_model(cfg: BenchConfig, spec: str | None = None) -> dict[str, Any]:
         ids = torch.randint(0, vocab, (batch, mb.prompt_len), generator=g)
         fns = {}
         for arm in arms:
-            fns[f"prefill | {arm}"] = lambda arm=arm: run(arm, lambda: _prefill(model, ids))
-            fns[f"decode | {arm}"] = lambda arm=arm: run(arm, lambda: _decode(model, ids, mb.decode_steps, cfg.clock))
+            fns[f"prefill | {arm}"] = lambda arm=arm, ids=ids: run(arm, lambda: _prefill(model, ids))
+            fns[f"decode | {arm}"] = lambda arm=arm, ids=ids: run(arm, lambda: _decode(model, ids, mb.decode_steps, cfg.clock))
         times = interleaved(fns, cfg.trials, cfg.warmup, clock=cfg.clock)
         with torch.inference_mode(), adaptk.patch(model, policy) as handle:
             _prefill(model, ids)

@@ -30,13 +30,13 @@ from torch import nn
 from adaptk.calibrate.collect import RouterStats
 from adaptk.calibrate.errors import BudgetNotMetError, CalibrationError
 from adaptk.calibrate.strategies import entropy_for_avg_k
+from adaptk.engines.transformers.patch import patch
 from adaptk.measure import (
     WindowConfig,
     kl_to_reference,
     measure,
     sliding_window_perplexity,
 )
-from adaptk.engines.transformers.patch import patch
 from adaptk.routing import EntropyThreshold, FixedTopK
 
 log = logging.getLogger(__name__)

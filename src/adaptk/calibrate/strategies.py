@@ -145,7 +145,7 @@ def ratio_skip_for_avg_k(stats: RouterStats, target: float, per_layer: bool = Fa
     betas = []
     for lay in stats.layers:
         one = RouterStats([lay], lay.entropy.shape[0])
-        betas.append(bisect(lambda b: simulated_avg_k(RatioSkip(b, kmax), one), 0.0, 1.0, target,
+        betas.append(bisect(lambda b, one=one: simulated_avg_k(RatioSkip(b, kmax), one), 0.0, 1.0, target,
                             increasing=False))
     return RatioSkip(tuple(betas), kmax)
 

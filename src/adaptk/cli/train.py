@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-
 # fallback defaults of the options a preset's recipe may set (shown as None to argparse so that
 # an option the user gave always wins over the preset's recipe)
 FALLBACK = dict(steps=1000, threads=None, entropy_coef=0.0)

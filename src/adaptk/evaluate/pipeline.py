@@ -29,6 +29,7 @@ from adaptk.calibrate import (
     model_fingerprint,
     theory,
 )
+from adaptk.engines.transformers.patch import patch
 from adaptk.evaluate import analysis as A
 from adaptk.evaluate.sweep import SweepConfig, pareto_sweep
 from adaptk.measure import (
@@ -37,7 +38,6 @@ from adaptk.measure import (
     measure,
     sliding_window_perplexity,
 )
-from adaptk.engines.transformers.patch import patch
 from adaptk.routing import FixedTopK, Policy
 
 log = logging.getLogger(__name__)

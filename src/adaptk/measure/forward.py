@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from adaptk.engines.transformers.patch import patch
 from adaptk.measure.perplexity import (
     PerplexityResult,
     WindowConfig,
     sliding_window_perplexity,
 )
-from adaptk.engines.transformers.patch import patch
 from adaptk.routing import Policy
 from adaptk.routing.stats import PatchReport
 

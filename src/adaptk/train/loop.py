@@ -100,7 +100,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def param_groups(model, weight_decay: float, moe: bool) -> list[dict]:
     """AdamW groups: router weights get no weight decay (decay pulls the logits to zero, i.e. to
     uniform routing); everything else gets ``weight_decay``."""
-    routers = {id(l.router.weight) for l in find_moe_layers(model)} if moe else set()
+    routers = {id(layer.router.weight) for layer in find_moe_layers(model)} if moe else set()
     decay = [p for p in model.parameters() if id(p) not in routers]
     no_decay = [p for p in model.parameters() if id(p) in routers]
     groups = [{"params": decay, "weight_decay": weight_decay}]
@@ -168,7 +168,7 @@ def evaluate(model, windows, max_batches: int, moe: bool) -> dict:
 
         state = RoutingState(RoutingControls(balance_coef=0, z_loss_coef=0))
         wrapper = RouterWrapper(model, state)
-        loads = [LoadAccumulator(l.num_experts) for l in wrapper.layers]
+        loads = [LoadAccumulator(layer.num_experts) for layer in wrapper.layers]
         probs: list[list[torch.Tensor]] = [[] for _ in wrapper.layers]
         idx: list[list[torch.Tensor]] = [[] for _ in wrapper.layers]
         tls: list[torch.Tensor] = []
@@ -245,7 +245,7 @@ def train(cfg: TrainConfig) -> Path:
     else:
         torch.manual_seed(cfg.seed)
     wrapper = RouterWrapper(model, state) if preset.moe else None
-    loads = [LoadAccumulator(l.num_experts) for l in wrapper.layers] if wrapper else []
+    loads = [LoadAccumulator(layer.num_experts) for layer in wrapper.layers] if wrapper else []
     logger = _Logger(out)
     warnings: list[dict] = []
     tokens_per_step = cfg.batch_size * cfg.seq_len

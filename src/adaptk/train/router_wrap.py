@@ -100,7 +100,7 @@ class RouterWrapper:
 
     def __init__(self, model: nn.Module, state: RoutingState) -> None:
         self.layers = find_moe_layers(model)
-        bad = [l.family.name for l in self.layers if l.family.name not in SOFTMAX_FAMILIES]
+        bad = [layer.family.name for layer in self.layers if layer.family.name not in SOFTMAX_FAMILIES]
         if bad:
             raise TrainConfigError(
                 f"training-time routing controls support the softmax-gated families {SOFTMAX_FAMILIES}; "
@@ -108,7 +108,7 @@ class RouterWrapper:
             )
         self.state = state
         if not state.bias:
-            state.bias = [torch.zeros(l.num_experts) for l in self.layers]
+            state.bias = [torch.zeros(layer.num_experts) for layer in self.layers]
         state.captured = [None] * len(self.layers)
         self._saved: list[tuple[nn.Module, Any]] = []
         for layer in self.layers:

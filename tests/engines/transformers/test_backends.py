@@ -1,12 +1,12 @@
 """The router back-ends are a registry by public name; a chain ends at the torch ops."""
 
 import pytest
+from tiny_models import tiny_model
 
 import adaptk
 from adaptk.engines.transformers import BACKENDS, ROUTING_MODES, backend
 from adaptk.engines.transformers.backends import chain
 from adaptk.errors import PatchConfigError
-from tiny_models import tiny_model
 
 
 @pytest.mark.parametrize("name", sorted(BACKENDS))

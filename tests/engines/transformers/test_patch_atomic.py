@@ -4,11 +4,11 @@ import importlib
 
 import pytest
 import torch
+from tiny_models import tiny_model
 
 import adaptk
 from adaptk.errors import KernelError, PatchError, PolicyError
 from adaptk.models import find_moe_layers
-from tiny_models import tiny_model
 
 handle_module = importlib.import_module("adaptk.engines.transformers.handle")
 install_module = importlib.import_module("adaptk.engines.transformers.install")

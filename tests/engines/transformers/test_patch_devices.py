@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from tiny_models import tiny_model
 
 import adaptk
 from adaptk.models import find_moe_layers
-from tiny_models import tiny_model
 
 accelerate = pytest.importorskip("accelerate")
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import ODD_WIDTH, TINY, regimes_for, reweight, tiny_model
 
 import adaptk
 from adaptk.models import find_moe_layers
-from tiny_models import ODD_WIDTH, TINY, regimes_for, reweight, tiny_model
 
 FAMILIES = sorted(TINY)
 IMPLS = ["eager", None]  # None: transformers' default back-end (grouped_mm)

@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
+from tiny_models import tiny_model
 
 import adaptk
 from adaptk.models import find_moe_layers
 from adaptk.routing import binding, fused
-from tiny_models import tiny_model
 
 pytestmark = pytest.mark.skipif(fused.unavailable() is not None, reason="no C compiler for the fused step")
 FUSED_FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "jamba"]  # softmax top-k conventions
