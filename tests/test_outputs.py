@@ -305,3 +305,20 @@ def _is_own_bytes(data: bytes) -> bool:
         return json.loads(data).get("format") == "test-kind"
     except Exception:
         return False
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_checks_see_a_file_system_that_refuses_new_files():
+    # the permission bits of /proc say yes to root; only a write can tell, and nothing is left behind
+    with pytest.raises(OutputError, match="does not accept new files"):
+        O.check_folder("/proc/adaptk-nope/rep", "report")
+    with pytest.raises(OutputError, match="does not accept new files"):
+        O.check_file("/proc/adaptk-nope/b.json", "baseline", _is_own)
+
+
+def test_the_write_probe_leaves_nothing(tmp_path):
+    (tmp_path / "mine.txt").write_text("x")
+    O.check_folder(tmp_path / "rep", "report")
+    O.check_file(tmp_path / "p.json", "policy", _is_own)
+    O.check_folder(tmp_path, "report", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]

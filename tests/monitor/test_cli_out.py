@@ -4,6 +4,7 @@ not an adaptk baseline is never replaced without --overwrite."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -47,6 +48,9 @@ def test_save_baseline_into_an_invalid_path_fails_fast(tmp_path, text, capsys, n
     assert main([*args, "--save-baseline", str(notes)]) == 2
     assert "--overwrite" in _err(capsys)
     assert notes.read_text() == '{"mine": true}' and afile.read_text() == "x"
+    if os.path.isdir("/proc/self"):  # permission bits say yes there (to root too): only a write probe can tell
+        assert main([*args, "--save-baseline", "/proc/adaptk-nope/b.json"]) == 2
+        assert "does not accept new files" in _err(capsys)
 
 
 def test_baseline_save_replaces_only_baselines(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def _check_creatable(path: Path, what: str) -> None:
         raise OutputError(f"cannot write {what} {path}: {anc} is a file, not a folder; choose another path")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {what} {path}: no permission to write in {anc}; choose another path")
+    _probe(anc, f"cannot write {what} {path}")
+
+
+def _probe(folder: Path, what: str) -> None:
+    """Create and remove an empty temp file in ``folder``: the permission bits say yes to root and
+    on read-only or virtual file systems (/proc, a read-only mount), where only a write can tell."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".adaptk-probe-", dir=folder)
+    except OSError as e:
+        raise OutputError(f"{what}: {folder} does not accept new files ({e.strerror}); choose another path") from None
+    os.close(fd)
+    os.unlink(name)
 
 
 def read_marker(folder: Path) -> dict | None:
@@ -120,6 +133,7 @@ def check_folder(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
         return out
     if not os.access(out, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write in output folder {raw}: no permission; choose another {flag}")
+    _probe(out, f"cannot write in output folder {raw}")
     state = folder_state(out, kind)
     if state == "empty" or (state == "own" and reuse_own) or overwrite:
         return out
@@ -150,6 +164,7 @@ def check_file(path: str | os.PathLike, kind: str, is_own: Callable[[Path], bool
         return p
     if not os.access(p.parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot replace {p}: no permission to write in {p.parent}; choose another {flag}")
+    _probe(p.parent, f"cannot replace {p}")
     if overwrite or (p.is_file() and _safe_is_own(is_own, p)):
         return p
     raise OutputExistsError(f"{flag} {p} exists and is not an adaptk {kind} file; choose another path, or "
