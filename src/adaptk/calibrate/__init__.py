@@ -4,7 +4,6 @@ This package's names below are calibrate's one public face: evaluate, cli, monit
 import only from here, never from its modules."""
 
 from adaptk.calibrate.api import (
-    STRATEGIES,
     CalibrateConfig,
     CalibrationOutcome,
     calibrate,
@@ -53,3 +52,12 @@ __all__ = [
     "quality_constrained", "ratio_skip_for_avg_k", "ratio_skip_median", "save_policy_file", "simulated_avg_k",
     "targets_for_level", "theory", "top_p_for_avg_k",
 ]
+
+
+def __getattr__(name: str):
+    # STRATEGIES, the names of the calibrate strategies, is derived from the rule registry when asked for
+    if name == "STRATEGIES":
+        from adaptk.rules import strategy_names
+
+        return strategy_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

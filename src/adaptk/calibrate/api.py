@@ -10,19 +10,24 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from adaptk import rules
 from adaptk.calibrate import strategies as S
 from adaptk.calibrate.collect import RouterStats, collect_router_stats
 from adaptk.calibrate.errors import CalibrationError
 from adaptk.calibrate.fingerprint import data_fingerprint
-from adaptk.calibrate.match import match_avg_k
 from adaptk.calibrate.policy_file import PolicyFile, make_policy_file
-from adaptk.calibrate.quality import QualityBudget, quality_constrained
 from adaptk.measure import WindowConfig
 from adaptk.routing import Policy
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("theory", "percentile", "quality", "top_p", "ratio_skip", "ratio_skip_median")
+
+def __getattr__(name: str):
+    # STRATEGIES is read off the rule registry when asked for: the rules import calibrate's fitting
+    # modules, so the registry may still be filling while this module is imported
+    if name == "STRATEGIES":
+        return rules.strategy_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,7 @@ class CalibrateConfig:
     tol: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise CalibrationError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        rule = rules.get_strategy(self.strategy)  # RuleError (a CalibrationError) naming the strategies
         if self.target_avg_k is not None and self.target_fraction is not None:
             raise CalibrationError("give a target average k or a target fraction of native k, not both")
         if self.target_fraction is not None and not 0 < self.target_fraction <= 1:
@@ -57,18 +61,14 @@ class CalibrateConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise CalibrationError(f"{name} must be a positive integer, got {v!r}")
-        needs_target = self.strategy in ("top_p", "ratio_skip") or (
-            self.strategy == "percentile" and self.target_distribution is None)
-        if needs_target and self.target_avg_k is None and self.target_fraction is None:
+        if rule.requires_target(self) and self.target_avg_k is None and self.target_fraction is None:
             raise CalibrationError(f"strategy {self.strategy!r} needs a target: --target-avg-k or --target-fraction"
-                                   + (" (or --target-distribution)" if self.strategy == "percentile" else ""))
-        if self.strategy == "theory" and not self.alphas:
-            raise CalibrationError("strategy 'theory' needs --alphas (θ_i = α_i · log N)")
+                                   + rule.target_hint)
         if self.alphas is not None and any(not a >= 0 for a in self.alphas):
             raise CalibrationError(f"alphas must be >= 0 (θ_i = α_i · log N is an entropy, never negative), "
                                    f"got {list(self.alphas)}")
-        if self.strategy == "quality":
-            QualityBudget(self.max_ppl_increase, self.max_kl, self.confidence)
+        if rule.check is not None:
+            rule.check(self)
 
     def target(self, native_k: int) -> float | None:
         if self.target_avg_k is not None:
@@ -86,14 +86,6 @@ class CalibrationOutcome:
     details: dict = field(default_factory=dict)
 
 
-def _fit_fn(cfg: CalibrateConfig, stats: RouterStats, kv: tuple[int, ...]):
-    if cfg.strategy == "percentile":
-        return lambda t: S.entropy_for_avg_k(stats, kv, t, per_layer=cfg.per_layer)
-    if cfg.strategy == "top_p":
-        return lambda t: S.top_p_for_avg_k(stats, t)
-    return lambda t: S.ratio_skip_for_avg_k(stats, t, per_layer=cfg.per_layer)
-
-
 def calibrate(model: nn.Module, ids: torch.Tensor, cfg: CalibrateConfig, *, progress: bool = False,
               stats: RouterStats | None = None) -> CalibrationOutcome:
     """Fit ``cfg.strategy`` on ids [L] (token ids of the calibration text)."""
@@ -108,29 +100,9 @@ def calibrate(model: nn.Module, ids: torch.Tensor, cfg: CalibrateConfig, *, prog
     target = cfg.target(native)
     qids = used[: cfg.quality_tokens]
     wcfg = WindowConfig(min(cfg.window, qids.numel()), min(cfg.window, qids.numel()))
-    passes, details = 1, {}
-    if cfg.strategy == "theory":
-        policy = S.theory(stats, kv, cfg.alphas)
-    elif cfg.strategy == "ratio_skip_median":
-        policy = S.ratio_skip_median(stats)
-    elif cfg.strategy == "quality":
-        res = quality_constrained(model, qids, stats, QualityBudget(cfg.max_ppl_increase, cfg.max_kl, cfg.confidence),
-                                  k_values=kv, cfg=wcfg, max_passes=cfg.max_passes, progress=progress)
-        policy, passes = res.policy, passes + res.forward_passes
-        details = {"metric": res.metric, "value": res.value, "upper_bound": res.upper,
-                   "confidence": cfg.confidence, "measured_average_k": res.average_k,
-                   "trials": res.trials, "weights": res.weights}
-    elif cfg.strategy == "percentile" and cfg.target_distribution is not None:
-        policy = S.percentile_distribution(stats, kv, cfg.target_distribution, per_layer=cfg.per_layer)
-    else:
-        lo, hi = (kv[0], kv[-1]) if cfg.strategy == "percentile" else (1, native)
-        fit = _fit_fn(cfg, stats, kv)
-        if cfg.verify:
-            m = match_avg_k(model, qids, fit, target, lo=lo, hi=hi, cfg=wcfg, tol=cfg.tol)
-            policy, passes = m.policy, passes + m.forward_passes
-            details = {"measured_average_k": m.achieved, "within_tol": m.within_tol, "history": m.history}
-        else:
-            policy = fit(target)
+    job = rules.CalibrationJob(model, qids, stats, kv, native, target, cfg, wcfg, progress)
+    fitted = rules.get_strategy(cfg.strategy).calibrate(job)
+    policy, passes, details = fitted.policy, 1 + fitted.forward_passes, fitted.details
     targets = {k: v for k, v in {"target_avg_k": target, "target_distribution": cfg.target_distribution,
                                  "max_ppl_increase": cfg.max_ppl_increase, "max_kl": cfg.max_kl,
                                  "confidence": cfg.confidence if cfg.strategy == "quality" else None,

@@ -47,9 +47,10 @@ def add_text_args(p: argparse.ArgumentParser, prefix: str, split: str, what: str
 
 
 def add_calibration_args(p: argparse.ArgumentParser, default_strategy: str) -> None:
+    from adaptk.rules import strategy_names
+
     g = p.add_argument_group("calibration")
-    g.add_argument("--strategy", default=default_strategy,
-                   choices=("theory", "percentile", "quality", "top_p", "ratio_skip", "ratio_skip_median"))
+    g.add_argument("--strategy", default=default_strategy, choices=strategy_names())
     g.add_argument("--k-values", type=int_list, help="entropy rules: k values, e.g. 1,2 (default 1..native k)")
     g.add_argument("--alphas", type=float_list, help="theory: θ_i = α_i·log N, e.g. 0.6")
     g.add_argument("--target-avg-k", type=float)

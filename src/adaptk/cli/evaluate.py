@@ -8,7 +8,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from adaptk.cli import args as C
-    from adaptk.evaluate.sweep import DEFAULT_RULES, RULES
+    from adaptk.rules import default_sweep_names, sweep_names
 
     C.add_model_args(parser)
     C.add_text_args(parser, "", "test", "evaluation")
@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-tokens", type=int, default=16384)
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--match-tokens", type=int, default=4096, help="calibration tokens per matched-k check")
-    parser.add_argument("--rules", default=",".join(DEFAULT_RULES),
-                        help=f"adaptive rules of the side-by-side sweep, from {','.join(RULES)}")
+    parser.add_argument("--rules", default=",".join(default_sweep_names()),
+                        help=f"adaptive rules of the side-by-side sweep, from {','.join(sweep_names())}")
     parser.add_argument("--alphas-sweep", type=C.float_list, default=(0.3, 0.5, 0.7, 0.9),
                         help="α values of the threshold-sensitivity table")
     parser.add_argument("--window", type=int, default=256, help="perplexity window (tokens)")

@@ -10,26 +10,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", help="a text to route (tokenised with the model's tokenizer)")
     p.add_argument("--text-file", help="a text file to route (first --max-tokens tokens)")
     p.add_argument("--max-tokens", type=int, default=2048)
+    from adaptk.rules import flagged_rules
+
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--fixed", type=int, metavar="K", help="FixedTopK(K)")
-    g.add_argument("--alphas", type=float, nargs="+", metavar="A", help="EntropyThreshold.from_fractions with --k-values")
-    g.add_argument("--top-p", type=float, metavar="P", help="TopP(P)")
-    g.add_argument("--ratio-skip", type=float, metavar="BETA", help="RatioSkip(BETA)")
+    for rule in flagged_rules():  # one flag per rule that declares one
+        f = rule.flag
+        g.add_argument(f.option, type=f.type, nargs=f.nargs, metavar=f.metavar, help=f.help)
     p.add_argument("--k-values", type=int, nargs="+", default=[1, 2], help="k values for --alphas")
     p.add_argument("--json", action="store_true", help="print the stats as JSON")
 
 
 def _policy(args, num_experts: int):
-    from adaptk import EntropyThreshold, FixedTopK, RatioSkip, TopP
+    from adaptk.rules import flagged_rules
 
-    if args.fixed is not None:
-        return FixedTopK(args.fixed)
-    if args.alphas is not None:
-        return EntropyThreshold.from_fractions(args.k_values, args.alphas, num_experts)
-    if args.top_p is not None:
-        return TopP(args.top_p)
-    if args.ratio_skip is not None:
-        return RatioSkip(args.ratio_skip)
+    for rule in flagged_rules():
+        value = getattr(args, rule.flag.dest)
+        if value is not None:
+            return rule.flag.build(value, args, num_experts)
     return None
 
 

@@ -16,24 +16,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-import adaptk.calibrate as S  # the rule fitters, through calibrate's public face
+import adaptk.calibrate as S  # default k values and the median rule, through calibrate's public face
+from adaptk import rules as R
 from adaptk.calibrate import (
     BudgetNotMetError,
     CalibrationError,
     RouterStats,
-    bisect,
     match_avg_k,
-    simulated_avg_k,
-    targets_for_level,
 )
 from adaptk.measure import WindowConfig, measure
 from adaptk.routing import FixedTopK, Policy
 
 log = logging.getLogger(__name__)
 
-RULES = ("entropy_global", "entropy_per_layer", "entropy_quality_alloc", "top_p", "ratio_skip",
-         "ratio_skip_per_layer")
-DEFAULT_RULES = ("entropy_global", "entropy_per_layer", "entropy_quality_alloc", "top_p", "ratio_skip_per_layer")
+RULES = R.sweep_names()  # every rule the sweep knows, from the rule registry
+DEFAULT_RULES = R.default_sweep_names()
 
 
 @dataclass(frozen=True)
@@ -44,29 +41,15 @@ class SweepConfig:
     tol: float = 0.01
 
     def __post_init__(self) -> None:
-        bad = [r for r in self.rules if r not in RULES]
-        if bad:
-            raise CalibrationError(f"unknown rules {bad}; known: {list(RULES)}")
+        R.check_sweep_names(self.rules)  # RuleError, a CalibrationError, naming the known rules
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise CalibrationError(f"budget fractions must be in (0, 1], got {self.fractions}")
 
 
 def rule_fitters(stats: RouterStats, kv: tuple[int, ...], weights: Sequence[float] | None
                  ) -> dict[str, Callable[[float], Policy]]:
-    def quality_alloc(t: float) -> Policy:
-        w = weights or [1.0] * len(stats.layers)
-        make = lambda c: S.entropy_for_avg_k(stats, kv, targets_for_level(c, w, kv), per_layer=True)
-        c = bisect(lambda c: simulated_avg_k(make(c), stats), 0.0, 1.0 / min(w), t, increasing=False, iters=30)
-        return make(c)
-
-    return {
-        "entropy_global": lambda t: S.entropy_for_avg_k(stats, kv, t),
-        "entropy_per_layer": lambda t: S.entropy_for_avg_k(stats, kv, t, per_layer=True),
-        "entropy_quality_alloc": quality_alloc,
-        "top_p": lambda t: S.top_p_for_avg_k(stats, t),
-        "ratio_skip": lambda t: S.ratio_skip_for_avg_k(stats, t),
-        "ratio_skip_per_layer": lambda t: S.ratio_skip_for_avg_k(stats, t, per_layer=True),
-    }
+    """Every sweep rule of the registry as target average k -> policy fitted on ``stats``."""
+    return R.sweep_fitters(R.FitInputs(stats, kv, weights=weights))
 
 
 def _row(rule: str, budget: float | None, target: float | None, policy: Policy, m, calib_k=None,

@@ -6,15 +6,24 @@ Shapes: T tokens, N experts, K = the policy's kmax.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 
 from adaptk.errors import PolicyError
 from adaptk.routing.entropy import entropy_nats
 
-if TYPE_CHECKING:
-    from adaptk.routing.policies import Policy
+
+class KPolicy(Protocol):
+    """What ``decide`` needs of a policy (``adaptk.routing.policies.Policy`` has it): declared here
+    so that this module does not import the policies, which import it."""
+
+    def kmax(self, native_k: int | None) -> int: ...
+
+    def rank_thresholds(self, layer: int, native_k: int | None, device: torch.device) -> torch.Tensor | None: ...
+
+    def choose_k(self, probs: torch.Tensor, ranked: torch.Tensor, layer: int, native_k: int | None,
+                 entropy: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 _ARANGE: dict[tuple[int, torch.device], torch.Tensor] = {}
@@ -79,7 +88,7 @@ def keep_all(candidates: torch.Tensor, entropy: torch.Tensor | None = None) -> S
 
 
 def decide(
-    policy: Policy,
+    policy: KPolicy,
     probs: torch.Tensor,
     rank_scores: torch.Tensor,
     *,
