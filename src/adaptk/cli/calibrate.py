@@ -13,7 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     C.add_calibration_args(parser, "percentile")
     parser.add_argument("--max-tokens", type=int, default=16384, help="router statistics token cap")
     parser.add_argument("--quality-tokens", type=int, default=4096, help="tokens per verification/quality pass")
-    parser.add_argument("--window", type=int, default=512)
+    parser.add_argument("--window", type=int, default=None,
+                        help="tokens per forward sequence (default 512, or the shorter length the model was trained "
+                             "at when its folder records one)")
     parser.add_argument("--no-verify", action="store_true", help="skip the patched-run check of the average k")
     parser.add_argument("--out", "-o", default="adaptk-policy.json",
                         help="policy file to write (an existing file only if it is an adaptk policy file)")
@@ -23,15 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from adaptk.calibrate import calibrate, check_policy_out, save_policy_file
     from adaptk.cli import args as C
     from adaptk.loading.model import load_model_and_tokenizer
+    from adaptk.measure import default_window
 
     check_policy_out(args.out, args.overwrite)  # before loading the model: a bad --out fails in a second
     C.set_threads(args)
     cfg = C.calibrate_config(args, max_tokens=args.max_tokens, quality_tokens=args.quality_tokens,
-                             window=args.window, verify=not args.no_verify)
+                             window=args.window or 512, verify=not args.no_verify)
     model, tok, path = load_model_and_tokenizer(args.model)
+    if args.window is None:
+        cfg = dataclasses.replace(cfg, window=default_window(model, cfg.window))
     ids, source = C.text_ids(args, "", tok)
     out = calibrate(model, ids, cfg, progress=not args.no_progress)
     save_policy_file(out.policy_file, args.out, overwrite=args.overwrite)

@@ -24,8 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"adaptive rules of the side-by-side sweep, from {','.join(sweep_names())}")
     parser.add_argument("--alphas-sweep", type=C.float_list, default=(0.3, 0.5, 0.7, 0.9),
                         help="α values of the threshold-sensitivity table")
-    parser.add_argument("--window", type=int, default=256, help="perplexity window (tokens)")
-    parser.add_argument("--stride", type=int, default=128, help="perplexity stride (tokens)")
+    parser.add_argument("--window", type=int, default=None,
+                        help="perplexity window (tokens; default 256, or the shorter length the model was trained at "
+                             "when its folder records one)")
+    parser.add_argument("--stride", type=int, default=None, help="perplexity stride (tokens; default half the window)")
     parser.add_argument("--sections", default="sensitivity,granularity,tokens,pareto",
                         help="extra tables to compute, comma-separated (empty: headline only)")
     parser.add_argument("--fractions", type=C.float_list, default=(0.9, 0.75, 0.6),
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import sys
     import time
 
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from adaptk.evaluate.summary import short_table
     from adaptk.evaluate.sweep import SweepConfig
     from adaptk.loading.model import load_model_and_tokenizer
+    from adaptk.measure import default_window
     from adaptk.report import write_report
     from adaptk.report.write import check_report_out
 
@@ -59,11 +63,15 @@ def run(args: argparse.Namespace) -> int:
     C.set_threads(args)
     sections = tuple(s for s in args.sections.split(",") if s.strip())
     cfg = EvaluateConfig(calib_tokens=args.calib_tokens, eval_tokens=args.eval_tokens, match_tokens=args.match_tokens,
-                         window=args.window, stride=args.stride, sections=sections, match_on=args.match_on,
+                         window=args.window or 256, stride=args.stride or (args.window or 256) // 2,
+                         sections=sections, match_on=args.match_on,
                          calibration=C.calibrate_config(args), alphas=tuple(args.alphas_sweep),
                          sweep=SweepConfig(fractions=tuple(args.fractions),
                                            rules=tuple(r for r in args.rules.split(",") if r)))
     model, tok, path = load_model_and_tokenizer(args.model)
+    if args.window is None:
+        window = default_window(model, cfg.window)
+        cfg = dataclasses.replace(cfg, window=window, stride=args.stride or window // 2)
     policy = load_policy_file(args.policy, model, strict=args.strict).build_policy() if args.policy else None
     eval_ids, eval_src = C.text_ids(args, "", tok)
     if any(getattr(args, f"calib_{k}") for k in ("corpus", "text_file", "dataset")):

@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", help="policy JSON file: patch the model with it before monitoring")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a --policy file calibrated on another checkpoint (default: warn)")
-    parser.add_argument("--window", type=int, default=256, help="tokens per sequence chunk (default 256)")
+    parser.add_argument("--window", type=int, default=None,
+                        help="tokens per sequence chunk (default 256, or the shorter length the model was trained at "
+                             "when its folder records one)")
     parser.add_argument("--batch-size", type=int, default=8, help="chunks per forward batch (default 8)")
     parser.add_argument("--max-tokens", type=int, default=None, help="route at most this many tokens")
     parser.add_argument("--capacity-factor", type=float, default=1.25, help="for overflow rates (default 1.25)")
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from adaptk.monitor.runner import monitor_text
 
     log = logging.getLogger("adaptk.cli.monitor")
-    if args.window < 2 or args.batch_size < 1:
+    if (args.window is not None and args.window < 2) or args.batch_size < 1:
         raise MonitorError("--window must be >= 2 and --batch-size >= 1")
     if args.fail_on_drift and not args.baseline:
         raise MonitorError("--fail-on-drift needs --baseline BASELINE.json to compare against")

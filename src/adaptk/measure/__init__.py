@@ -12,6 +12,7 @@ from adaptk.measure.perplexity import (
     WindowConfig,
     WindowTooLongError,
     check_window,
+    default_window,
     kl_to_reference,
     position_limit,
     sliding_window_perplexity,
@@ -19,5 +20,5 @@ from adaptk.measure.perplexity import (
 )
 
 __all__ = ["Measured", "PerplexityResult", "TextTooShortError", "WindowConfig", "WindowTooLongError",
-           "check_window", "kl_to_reference", "measure", "position_limit", "sliding_window_perplexity",
+           "check_window", "default_window", "kl_to_reference", "measure", "position_limit", "sliding_window_perplexity",
            "trained_length"]

@@ -90,6 +90,20 @@ def check_window(model: nn.Module, window: int) -> None:
                     window, recorded[0], recorded[1], recorded[0], recorded[0])
 
 
+def default_window(model: nn.Module, fallback: int) -> int:
+    """The window a command uses when none is given: ``fallback``, shortened to the training length
+    recorded in the model folder (``adaptk train``'s summary) and to the model's positions, so that a
+    default never measures positions the model has not been trained at."""
+    window = fallback
+    recorded = _recorded_train_length(model)
+    if recorded is not None:
+        window = min(window, recorded[0])
+    limit = position_limit(getattr(model, "config", None))
+    if limit is not None:
+        window = min(window, limit[0])
+    return max(window, 2)
+
+
 @dataclass(frozen=True)
 class WindowConfig:
     window: int = 512

@@ -46,17 +46,22 @@ def monitor_ids(model: nn.Module, ids: list[int], monitor: RoutingMonitor | None
     return monitor
 
 
-def monitor_text(model_dir: str | Path, text: str, *, policy=None, window: int = 256, batch_size: int = 8,
+def monitor_text(model_dir: str | Path, text: str, *, policy=None, window: int | None = None, batch_size: int = 8,
                  max_tokens: int | None = None, config: MonitorConfig | None = None,
                  strict: bool = False) -> MonitorReport:
     """Load ``model_dir`` (model and tokenizer; a folder, "default" or a hub name, as every command
     reads ``--model``), optionally patch it with ``policy`` (a policy, or the path of an ``adaptk
     calibrate`` policy file, checked against the model; ``strict``: refuse one calibrated on other
-    weights), and return the routing statistics of ``text``."""
+    weights), and return the routing statistics of ``text``. ``window``: tokens per sequence (None:
+    256, or the shorter training length the model folder records)."""
     import adaptk
     from adaptk.loading.model import load_model_and_tokenizer
 
     model, tok, _ = load_model_and_tokenizer(str(model_dir))
+    if window is None:
+        from adaptk.measure import default_window
+
+        window = default_window(model, 256)
     if isinstance(policy, str | Path):
         from adaptk.calibrate import load_policy
 
