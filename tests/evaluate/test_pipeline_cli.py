@@ -44,6 +44,17 @@ def test_cli_evaluate_and_report(saved, tmp_path, capsys):
         if x["calib_avg_k"] is not None:
             assert x["matched_within_tol"] and abs(x["calib_avg_k"] - x["target_avg_k"]) / x["target_avg_k"] <= 0.01
     assert r["calibrated"]["policy_file"]["calibration"]["strategy"] == "quality"
+    for x in [r["calibrated"], *rows]:  # every increase carries its paired interval
+        assert x["ppl_increase_lo"] <= x["ppl_increase"] <= x["ppl_increase_hi"]
+    fixed = next(x for x in rows if x["rule"] == "fixed_k")
+    assert fixed["ppl_increase_lo"] == fixed["ppl_increase_hi"] == 0.0  # native k: the baseline itself
+    cs = r["pareto"]["comparisons"]
+    assert {c["other"] for c in cs} | {cs[0]["best"]} == {x["rule"] for x in rows if x["target_avg_k"] and
+                                                          x["budget_fraction"] == 0.75}
+    assert all(c["distinguishable"] == (c["lo"] > 0 or c["hi"] < 0) for c in cs)
+    assert "excludes 0" in printed and "ppl increase [95% CI]" in printed
+    md = (out / "summary.md").read_text()
+    assert "only where that interval excludes 0" in md and f"{r['calibrated']['ppl_increase_lo'] * 100:.2f}," in md
     rc = main(["report", str(out), "--out", str(tmp_path / "again")])
     assert rc == 0 and (tmp_path / "again" / "report.html").exists()
 

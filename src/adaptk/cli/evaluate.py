@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--match-on", choices=("calib", "eval"), default="eval",
                         help="match each rule's average k on the evaluation text (default: a compute-matched "
                              "comparison within 1%%; quality is never fit on it) or on calibration tokens")
+    parser.add_argument("--interval", choices=("bootstrap", "block_se"), default="bootstrap",
+                        help="95%% paired interval of every perplexity increase: a block bootstrap over the evaluation "
+                             "windows (default, seeded) or the block standard error")
     parser.add_argument("--out", "-o", default="adaptk-report",
                         help="report folder: new, empty or an earlier adaptk report (only adaptk's files are replaced)")
     parser.add_argument("--overwrite", action="store_true",
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from adaptk.evaluate.summary import short_table
     from adaptk.evaluate.sweep import SweepConfig
     from adaptk.loading.model import load_model_and_tokenizer
+    from adaptk.measure import IntervalConfig
     from adaptk.report import write_report
     from adaptk.report.write import check_report_out
 
@@ -61,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(calib_tokens=args.calib_tokens, eval_tokens=args.eval_tokens, match_tokens=args.match_tokens,
                          window=args.window, stride=args.stride, sections=sections, match_on=args.match_on,
                          calibration=C.calibrate_config(args), alphas=tuple(args.alphas_sweep),
+                         intervals=IntervalConfig(method=args.interval),
                          sweep=SweepConfig(fractions=tuple(args.fractions),
                                            rules=tuple(r for r in args.rules.split(",") if r)))
     model, tok, path = load_model_and_tokenizer(args.model)

@@ -31,12 +31,12 @@ def markdown(r: dict, images: dict[str, str]) -> str:
     cal = r["calibrated"]
     pf = cal.get("policy_file") or {}
     parts.append(f"Calibrated policy: `{json.dumps(pf.get('policy'))}` (strategy "
-                 f"{(pf.get('calibration') or {}).get('strategy')}); ppl increase {T.fmt(cal['ppl_increase'], 4)}"
+                 f"{(pf.get('calibration') or {}).get('strategy')}); ppl increase {T.increase(cal)}"
                  + (f". Note: {cal['note']}" if cal.get("note") else ""))
     for title, fn in T.SECTIONS:
         t = fn(r)
         if t:
-            parts += ["", f"## {title}", "", _md_table(*t)]
+            parts += ["", f"## {title}", ""] + ([T.NOTES[title], ""] if title in T.NOTES else []) + [_md_table(*t)]
     parts += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in images.items()]
     return "\n".join(parts) + "\n"
 
@@ -61,7 +61,8 @@ def html_page(r: dict, pngs: dict[str, bytes]) -> str:
     for title, fn in T.SECTIONS:
         t = fn(r)
         if t:
-            parts.append(f"<h2>{html.escape(title)}</h2>{_html_table(*t)}")
+            note = f"<p>{html.escape(T.NOTES[title])}</p>" if title in T.NOTES else ""
+            parts.append(f"<h2>{html.escape(title)}</h2>{note}{_html_table(*t)}")
     for name, data in pngs.items():
         b64 = base64.b64encode(data).decode()
         parts.append(f"<h2>{html.escape(name)}</h2><img alt='{name}' src='data:image/png;base64,{b64}'>")
