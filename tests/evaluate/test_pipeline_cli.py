@@ -29,8 +29,9 @@ def saved(tmp_path_factory):
 def test_cli_evaluate_and_report(saved, tmp_path, capsys):
     model, text, _ = saved
     out = tmp_path / "rep"
+    # the first tokens: 64 of them match every rule within 1% on this text (a tiny-sample matter)
     rc = main(["evaluate", "--model", model, "--text-file", text, *SMALL, "--fractions", "0.75",
-               "--sections", "pareto,tokens", "--out", str(out)])
+               "--sections", "pareto,tokens", "--sample", "first", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "native top-k" in printed and "entropy_per_layer" in printed and "ratio_skip" in printed
@@ -121,3 +122,19 @@ def test_cli_cross_domain(saved, tmp_path):
     r = json.loads((out / "results.json").read_text())
     assert r["meta"]["calib_source"] == "file:other.txt" and r["meta"]["eval_source"] == "file:text.txt"
     assert r["meta"]["calib_sha256"] != r["meta"]["eval_sha256"]
+
+
+def test_cli_sample_first_and_spread(saved, tmp_path):
+    model, text, d = saved
+    other = d / "other2.txt"
+    other.write_text(random_text(6000, seed=3))
+    shas = {}
+    for sample in ("first", "spread"):
+        out = tmp_path / sample
+        rc = main(["evaluate", "--model", model, "--text-file", str(other), "--calib-text-file", text, *SMALL,
+                   "--sections", "", "--sample", sample, "--out", str(out)])
+        assert rc == 0
+        r = json.loads((out / "results.json").read_text())
+        assert r["meta"]["sample"] == sample and r["meta"]["eval_tokens"] == 96
+        shas[sample] = r["meta"]["eval_sha256"]
+    assert shas["first"] != shas["spread"]
