@@ -36,7 +36,7 @@ def markdown(r: dict, images: dict[str, str]) -> str:
     for title, fn in T.SECTIONS:
         t = fn(r)
         if t:
-            parts += ["", f"## {title}", ""] + ([T.NOTES[title], ""] if title in T.NOTES else []) + [_md_table(*t)]
+            parts += ["", f"## {title}", ""] + [x for n in T.notes(title, r) for x in (n, "")] + [_md_table(*t)]
     parts += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in images.items()]
     return "\n".join(parts) + "\n"
 
@@ -61,7 +61,7 @@ def html_page(r: dict, pngs: dict[str, bytes]) -> str:
     for title, fn in T.SECTIONS:
         t = fn(r)
         if t:
-            note = f"<p>{html.escape(T.NOTES[title])}</p>" if title in T.NOTES else ""
+            note = "".join(f"<p>{html.escape(n)}</p>" for n in T.notes(title, r))
             parts.append(f"<h2>{html.escape(title)}</h2>{note}{_html_table(*t)}")
     for name, data in pngs.items():
         b64 = base64.b64encode(data).decode()

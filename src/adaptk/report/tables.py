@@ -79,6 +79,17 @@ def tokens(r: dict):
               fmt(t[g]["median_frequency_rank"], 1), fmt(t[g]["mean_loss"])] for g in ("low_k", "high_k", "all")])
 
 
+def token_tests(r: dict):
+    t = (r.get("token_characteristics") or {}).get("tests")
+    if not t:
+        return None
+    verdicts = {c["metric"]: c["verdict"] for c in r["token_characteristics"].get("claims") or []}
+    return (["low-k vs high-k tokens", "Mann-Whitney U", "p", "rank-biserial r", "tokens (low, high)", "paper's claim"],
+            [[m.replace("_", " "), fmt(x.get("u"), 1), "-" if x.get("p") is None else f"{x['p']:.2g}",
+              fmt(x.get("rank_biserial")), f"{x.get('n_a')}, {x.get('n_b')}", verdicts.get(m, "-")]
+             for m, x in t.items()])
+
+
 def pareto(r: dict):
     p = r.get("pareto")
     if not p:
@@ -105,6 +116,7 @@ def comparisons(r: dict):
 SECTIONS = [("Headline", headline), ("Entropy distribution (§5.2)", entropy),
             ("Threshold sensitivity (§6.1)", sensitivity), ("k-value granularity (§6.2)", granularity),
             ("Layer-wise entropy and k (§6.3)", layerwise), ("Low-k vs high-k tokens (§6.4)", tokens),
+            ("The paper's token claims, tested (§6.4)", token_tests),
             ("Side by side at matched average k", pareto), ("Which rules can be told apart", comparisons)]
 
 # what a section's table means, printed above it
@@ -115,4 +127,16 @@ NOTES = {
     "difference of their perplexity increases in percentage points, with its 95% paired interval. A rule is "
     "called better than another only where that interval excludes 0; otherwise the two are not distinguishable "
     "on this sample, whatever their point estimates say.",
+    "The paper's token claims, tested (§6.4)": "Two-sided Mann-Whitney U tests of the low-k against the high-k "
+    "quarter of tokens; rank-biserial r < 0: low-k tokens tend to have the lower value. A claim is supported or "
+    "contradicted only at p < 0.001 (the paper's level). Neighbouring tokens are not independent, so the p-values "
+    "are optimistic; read the effect size.",
 }
+
+
+def notes(title: str, r: dict) -> list[str]:
+    """The paragraphs printed above a section's table: its fixed note, then what the data say."""
+    out = [NOTES[title]] if title in NOTES else []
+    if title.startswith("The paper's token claims"):
+        out += [c["text"] for c in (r.get("token_characteristics") or {}).get("claims") or []]
+    return out
