@@ -7,6 +7,7 @@ import html
 import json
 
 from adaptk.report import tables as T
+from adaptk.report.summary import summary
 
 
 def _meta_lines(r: dict) -> list[str]:
@@ -27,7 +28,7 @@ def _md_table(head, rows) -> str:
 
 
 def markdown(r: dict, images: dict[str, str]) -> str:
-    parts = ["# adaptk evaluation report", ""] + [f"- {x}" for x in _meta_lines(r)] + [""]
+    parts = ["# adaptk evaluation report", "", f"**Summary.** {summary(r)}", ""] + [f"- {x}" for x in _meta_lines(r)] + [""]
     cal = r["calibrated"]
     pf = cal.get("policy_file") or {}
     parts.append(f"Calibrated policy: `{json.dumps(pf.get('policy'))}` (strategy "
@@ -54,7 +55,8 @@ CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 
 def html_page(r: dict, pngs: dict[str, bytes]) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>adaptk report</title><style>{CSS}</style>"
-             "</head><body><h1>adaptk evaluation report</h1><ul>"]
+             f"</head><body><h1>adaptk evaluation report</h1><p class='summary'><b>Summary.</b> "
+             f"{html.escape(summary(r))}</p><ul>"]
     parts += [f"<li>{html.escape(x)}</li>" for x in _meta_lines(r)] + ["</ul>"]
     pf = r["calibrated"].get("policy_file") or {}
     parts.append(f"<p>Calibrated policy: <code>{html.escape(json.dumps(pf.get('policy')))}</code></p>")
