@@ -33,7 +33,7 @@ def test_summary_states_cost_savings_and_distinguishability():
     assert "saves 21.9% of the expert compute" in s and "+0.98% [0.75, 1.21]" in s
     assert "75% of native k" in s and "+1.10% [0.86, 1.34], the lowest there" in s
     assert "better than top_p" in s and "not distinguishable from entropy_global" in s
-    assert "interval straddles the budget" in s and "guarantee there only" in s
+    assert "its interval holds the budget" in s and "guarantee there only" in s
     assert "contradict the paper's §6.4 on loss" in s and "frequency" not in s
 
 

@@ -23,7 +23,8 @@ def _budget_sentence(cal: dict, pf: dict) -> str:
     where = ("within" if cal["ppl_increase"] <= budget else "over") + f" the {budget:.1%} budget"
     if lo is not None and hi is not None:
         where += (" even at the upper end of its interval" if hi <= budget else
-                  "; the whole interval is above it" if lo > budget else ", but its interval straddles the budget")
+                  " across its whole interval" if lo > budget else
+                  " on its point estimate, and its interval holds the budget (this sample cannot tell)")
     bound = f" at {conf:.0%} confidence" if conf else ""
     return (f" The budget was met on the calibration text{bound}; that is a guarantee there only, and on the "
             f"evaluation text the policy is {where}.")
