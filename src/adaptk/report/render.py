@@ -18,7 +18,18 @@ def _meta_lines(r: dict) -> list[str]:
             f"{m.get('eval_source', '?')}, {m['eval_tokens']} tokens",
             f"perplexity: sliding window {m['window']} tokens, stride {m['stride']}; matched-k runs on "
             f"{m['match_tokens']} {((r.get('pareto') or {}).get('matched_on') or 'calib')} tokens",
-            f"runtime: {m.get('seconds', 0):.1f} s on {m.get('threads')} threads"]
+            f"runtime: {m.get('seconds', 0):.1f} s on {m.get('threads')} threads"] + _interval_line(m)
+
+
+def _interval_line(m: dict) -> list[str]:
+    iv = m.get("interval")
+    if not iv:
+        return []
+    how = (f"block bootstrap, {iv.get('n_boot')} resamples, seed {iv.get('seed')}" if iv.get("method") == "bootstrap"
+           else "block standard error")
+    return [f"intervals: {iv.get('level', 0.95):.0%}, paired with native top-k on the same tokens, {how}; "
+            "a block is the tokens one evaluation window scores"
+            + (f"; token sample: {m['sample']}" if m.get("sample") else "")]
 
 
 def _md_table(head, rows) -> str:
