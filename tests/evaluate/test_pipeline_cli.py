@@ -29,8 +29,9 @@ def saved(tmp_path_factory):
 def test_cli_evaluate_and_report(saved, tmp_path, capsys):
     model, text, _ = saved
     out = tmp_path / "rep"
+    # the first tokens: 64 of them match every rule within 1% on this text (a tiny-sample matter)
     rc = main(["evaluate", "--model", model, "--text-file", text, *SMALL, "--fractions", "0.75",
-               "--sections", "pareto,tokens", "--out", str(out)])
+               "--sections", "pareto,tokens", "--sample", "first", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "native top-k" in printed and "entropy_per_layer" in printed and "ratio_skip" in printed
@@ -44,6 +45,17 @@ def test_cli_evaluate_and_report(saved, tmp_path, capsys):
         if x["calib_avg_k"] is not None:
             assert x["matched_within_tol"] and abs(x["calib_avg_k"] - x["target_avg_k"]) / x["target_avg_k"] <= 0.01
     assert r["calibrated"]["policy_file"]["calibration"]["strategy"] == "quality"
+    for x in [r["calibrated"], *rows]:  # every increase carries its paired interval
+        assert x["ppl_increase_lo"] <= x["ppl_increase"] <= x["ppl_increase_hi"]
+    fixed = next(x for x in rows if x["rule"] == "fixed_k")
+    assert fixed["ppl_increase_lo"] == fixed["ppl_increase_hi"] == 0.0  # native k: the baseline itself
+    cs = r["pareto"]["comparisons"]
+    assert {c["other"] for c in cs} | {cs[0]["best"]} == {x["rule"] for x in rows if x["target_avg_k"] and
+                                                          x["budget_fraction"] == 0.75}
+    assert all(c["distinguishable"] == (c["lo"] > 0 or c["hi"] < 0) for c in cs)
+    assert "excludes 0" in printed and "ppl increase [95% CI]" in printed
+    md = (out / "summary.md").read_text()
+    assert "only where that interval excludes 0" in md and f"{r['calibrated']['ppl_increase_lo'] * 100:.2f}," in md
     rc = main(["report", str(out), "--out", str(tmp_path / "again")])
     assert rc == 0 and (tmp_path / "again" / "report.html").exists()
 
@@ -110,3 +122,19 @@ def test_cli_cross_domain(saved, tmp_path):
     r = json.loads((out / "results.json").read_text())
     assert r["meta"]["calib_source"] == "file:other.txt" and r["meta"]["eval_source"] == "file:text.txt"
     assert r["meta"]["calib_sha256"] != r["meta"]["eval_sha256"]
+
+
+def test_cli_sample_first_and_spread(saved, tmp_path):
+    model, text, d = saved
+    other = d / "other2.txt"
+    other.write_text(random_text(6000, seed=3))
+    shas = {}
+    for sample in ("first", "spread"):
+        out = tmp_path / sample
+        rc = main(["evaluate", "--model", model, "--text-file", str(other), "--calib-text-file", text, *SMALL,
+                   "--sections", "", "--sample", sample, "--out", str(out)])
+        assert rc == 0
+        r = json.loads((out / "results.json").read_text())
+        assert r["meta"]["sample"] == sample and r["meta"]["eval_tokens"] == 96
+        shas[sample] = r["meta"]["eval_sha256"]
+    assert shas["first"] != shas["spread"]

@@ -35,6 +35,9 @@ def test_files_and_numbers(results, tmp_path):
         assert f"<td>{fmt(value)}</td>" in html
     md = (out / "summary.md").read_text()
     assert fmt(r["baseline"]["ppl"]) in md and "![pareto]" not in md
+    assert md.splitlines()[2].startswith("**Summary.** Recommended:") and "Summary.</b> Recommended:" in html
+    assert "Mann-Whitney" in md and r["token_characteristics"]["claims"][0]["text"] in md
+    assert {c["verdict"] for c in r["token_characteristics"]["claims"]} <= {"supported", "contradicted", "inconclusive"}
     assert load_results(out)["meta"] == r["meta"]
 
 

@@ -87,12 +87,36 @@ def calibrate_config(args, **overrides):
     return CalibrateConfig(**kw)
 
 
-def text_ids(args, prefix: str, tokenizer):
-    from adaptk.loading.model import encode, load_text
+def add_sample_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample", choices=("first", "spread"), default="spread",
+                   help="which tokens of a text: 'spread' (default) draws pieces across every file, book or article "
+                        "of the split (an even share each, deterministic); 'first' takes its first tokens")
+
+
+def piece_tokens(window: int) -> int:
+    """Tokens per piece of a spread sample: long enough that most windows lie inside one piece."""
+    return max(1024, 2 * window)
+
+
+def text_ids(args, prefix: str, tokenizer, tokens: int | None = None, piece: int = 1024):
+    """Token ids [L] of the text an argument group names, and a description. With ``--sample
+    spread`` and a ``tokens`` budget: a spread sample of that many tokens (pieces of at most
+    ``piece`` tokens, ``adaptk.data.sample``); else the whole text's tokens in order."""
+    import torch
+
+    from adaptk.data import spread_sample
+    from adaptk.loading.model import encode, load_documents, load_text
 
     a = lambda name: getattr(args, f"{prefix}{name}".replace("-", "_"))
-    text, source = load_text(corpus=a("corpus"), split=a("split"), text_file=a("text_file"), dataset=a("dataset"))
-    ids = encode(tokenizer, text)
+    src = dict(corpus=a("corpus"), split=a("split"), text_file=a("text_file"), dataset=a("dataset"))
+    if getattr(args, "sample", "first") == "spread" and tokens:
+        docs, source = load_documents(**src)
+        ids = torch.tensor(spread_sample([encode(tokenizer, d).tolist() for d in docs], tokens, piece),
+                           dtype=torch.long)
+        source = f"{source} (spread over {len(docs)} documents)" if len(docs) > 1 else source
+    else:
+        text, source = load_text(**src)
+        ids = encode(tokenizer, text)
     if ids.numel() < 2:
         raise AdaptkError(f"{source} holds {ids.numel()} tokens; give more text")
     return ids, source

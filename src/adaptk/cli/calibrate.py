@@ -11,6 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     C.add_model_args(parser)
     C.add_text_args(parser, "", "valid", "calibration")
     C.add_calibration_args(parser, "percentile")
+    C.add_sample_arg(parser)
     parser.add_argument("--max-tokens", type=int, default=16384, help="router statistics token cap")
     parser.add_argument("--quality-tokens", type=int, default=4096, help="tokens per verification/quality pass")
     parser.add_argument("--window", type=int, default=None,
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     model, tok, path = load_model_and_tokenizer(args.model)
     if args.window is None:
         cfg = dataclasses.replace(cfg, window=default_window(model, cfg.window))
-    ids, source = C.text_ids(args, "", tok)
+    ids, source = C.text_ids(args, "", tok, args.max_tokens, C.piece_tokens(cfg.window))
     out = calibrate(model, ids, cfg, progress=not args.no_progress)
     save_policy_file(out.policy_file, args.out, overwrite=args.overwrite)
     c = out.policy_file.calibration

@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     C.add_text_args(parser, "", "test", "evaluation")
     C.add_text_args(parser, "calib-", "valid", "calibration (default: the evaluation corpus's valid split)")
     C.add_calibration_args(parser, "quality")
+    C.add_sample_arg(parser)
     parser.add_argument("--policy", help="evaluate this policy file instead of calibrating")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a --policy file calibrated on another checkpoint (default: warn)")
@@ -35,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--match-on", choices=("calib", "eval"), default="eval",
                         help="match each rule's average k on the evaluation text (default: a compute-matched "
                              "comparison within 1%%; quality is never fit on it) or on calibration tokens")
+    parser.add_argument("--interval", choices=("bootstrap", "block_se"), default="bootstrap",
+                        help="95%% paired interval of every perplexity increase: a block bootstrap over the evaluation "
+                             "windows (default, seeded) or the block standard error")
     parser.add_argument("--out", "-o", default="adaptk-report",
                         help="report folder: new, empty or an earlier adaptk report (only adaptk's files are replaced)")
     parser.add_argument("--overwrite", action="store_true",
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from adaptk.evaluate.summary import short_table
     from adaptk.evaluate.sweep import SweepConfig
     from adaptk.loading.model import load_model_and_tokenizer
-    from adaptk.measure import default_window
+    from adaptk.measure import IntervalConfig, default_window
     from adaptk.report import write_report
     from adaptk.report.write import check_report_out
 
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                          window=args.window or 256, stride=args.stride or (args.window or 256) // 2,
                          sections=sections, match_on=args.match_on,
                          calibration=C.calibrate_config(args), alphas=tuple(args.alphas_sweep),
+                         intervals=IntervalConfig(method=args.interval),
                          sweep=SweepConfig(fractions=tuple(args.fractions),
                                            rules=tuple(r for r in args.rules.split(",") if r)))
     model, tok, path = load_model_and_tokenizer(args.model)
@@ -73,17 +78,20 @@ def run(args: argparse.Namespace) -> int:
         window = default_window(model, cfg.window)
         cfg = dataclasses.replace(cfg, window=window, stride=args.stride or window // 2)
     policy = load_policy_file(args.policy, model, strict=args.strict).build_policy() if args.policy else None
-    eval_ids, eval_src = C.text_ids(args, "", tok)
-    if any(getattr(args, f"calib_{k}") for k in ("corpus", "text_file", "dataset")):
-        calib_ids, calib_src = C.text_ids(args, "calib_", tok)
-    elif args.text_file:  # one file: calibrate on its first half, evaluate on its second half
+    piece = C.piece_tokens(cfg.window)
+    own_calib = any(getattr(args, f"calib_{k}") for k in ("corpus", "text_file", "dataset"))
+    one_file = bool(args.text_file) and not own_calib
+    eval_ids, eval_src = C.text_ids(args, "", tok, args.eval_tokens + (args.calib_tokens if one_file else 0), piece)
+    if own_calib:
+        calib_ids, calib_src = C.text_ids(args, "calib_", tok, args.calib_tokens, piece)
+    elif one_file:  # one file: calibrate on its first half, evaluate on its second half (spread: disjoint pieces)
         half = eval_ids.numel() // 2
         calib_ids, eval_ids = eval_ids[:half], eval_ids[half:]
         calib_src, eval_src = f"{eval_src} (first half)", f"{eval_src} (second half)"
     else:  # the same corpus or dataset, its calibration split
         args.calib_corpus, args.calib_dataset = args.corpus, args.dataset
-        calib_ids, calib_src = C.text_ids(args, "calib_", tok)
-    meta = {"model_name": path, "calib_source": calib_src, "eval_source": eval_src,
+        calib_ids, calib_src = C.text_ids(args, "calib_", tok, args.calib_tokens, piece)
+    meta = {"model_name": path, "calib_source": calib_src, "eval_source": eval_src, "sample": args.sample,
             "command": "adaptk evaluate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else None}
     results = run_evaluation(model, calib_ids, eval_ids, cfg, meta=meta, progress=not args.no_progress,
                              policy=policy)

@@ -2,6 +2,7 @@
 
 from adaptk.data.corpus import CORPORA, SPLITS, Corpus, data_root, load_corpus, load_text, text_file_splits
 from adaptk.data.errors import CorpusError, DataNotFoundError, TextFileError
+from adaptk.data.sample import SAMPLES, spread_sample
 from adaptk.data.text import read_text_file
 
 __all__ = [
@@ -9,11 +10,13 @@ __all__ = [
     "SPLITS",
     "Corpus",
     "CorpusError",
+    "SAMPLES",
     "DataNotFoundError",
     "TextFileError",
     "data_root",
     "load_corpus",
     "load_text",
     "read_text_file",
+    "spread_sample",
     "text_file_splits",
 ]

@@ -5,12 +5,14 @@
   ``lib2to3``/``turtledemo`` data. Each file goes to a split by the first byte pair of the sha256 of
   its relative path (posix form): ``h % 100 < 90`` train, ``< 95`` valid, else test. Files are read
   in sorted path order and each split is capped (``STDLIB_CAP_CHARS``), so the text is the same on
-  any machine with the same Python minor version; the fingerprint (sha256) is recorded.
+  any machine with the same Python minor version; the fingerprint (sha256) is recorded. With
+  ``capped=False`` (a spread sample, ``adaptk.data.sample``) every file of the split is read.
 - ``gutenberg``: the five novels under ``<data>/gutenberg/``; the Project Gutenberg header and
   licence are cut at the ``*** START``/``*** END`` markers, and each novel is split by line
   position (first 90% train, next 5% valid, last 5% test), concatenated in file-name order.
 - ``wikitext-2``: ``<data>/wikitext-2-raw/wiki.{valid,test}.raw``. There is no train split, and
-  adaptk never trains on WikiText (it is the held-out evaluation text).
+  adaptk never trains on WikiText (it is the held-out evaluation text). Its documents are the
+  articles (a line `` = Title = `` starts one).
 - local files (``text_file_splits``): concatenated in the given order; lines split by position
   the same 90/5/5 way.
 - ``hf:<dataset id>[:<config>]``: a Hugging Face ``datasets`` id (needs ``datasets`` installed and
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +55,11 @@ class Corpus:
     split: str
     text: str
     sources: int  # files read
+    parts: tuple[str, ...] = ()  # the documents (files, books, articles) whose concatenation is ``text``
+
+    @property
+    def documents(self) -> tuple[str, ...]:
+        return self.parts or (self.text,)
 
     @property
     def sha256(self) -> str:
@@ -130,8 +138,8 @@ def stdlib_files(root: Path | None = None) -> list[tuple[str, Path]]:
     return out
 
 
-def _stdlib(split: str) -> Corpus:
-    cap = STDLIB_CAP_CHARS[split]
+def _stdlib(split: str, capped: bool = True) -> Corpus:
+    cap = STDLIB_CAP_CHARS[split] if capped else float("inf")
     parts: list[str] = []
     total = files = 0
     for rel, path in stdlib_files():
@@ -148,7 +156,7 @@ def _stdlib(split: str) -> Corpus:
         parts.append(doc)
         total += len(doc)
         files += 1
-    return Corpus("stdlib", split, "".join(parts), files)
+    return Corpus("stdlib", split, "".join(parts), files, tuple(parts))
 
 
 def _strip_gutenberg(text: str) -> str:
@@ -164,7 +172,20 @@ def _strip_gutenberg(text: str) -> str:
 def _gutenberg(split: str) -> Corpus:
     folder = data_root() / "gutenberg"
     parts = [split_lines(_strip_gutenberg(_read(folder / name)), split) for name in GUTENBERG_FILES]
-    return Corpus("gutenberg", split, "".join(parts), len(parts))
+    return Corpus("gutenberg", split, "".join(parts), len(parts), tuple(parts))
+
+
+WIKI_HEADING = re.compile(r"^ = [^=].* = $", re.M)
+
+
+def wikitext_articles(text: str) -> tuple[str, ...]:
+    """The articles of a WikiText file (each from its `` = Title = `` line to the next), the text
+    before the first heading joined to the first article; their concatenation is ``text``."""
+    starts = [m.start() for m in WIKI_HEADING.finditer(text)]
+    if not starts:
+        return (text,)
+    starts[0] = 0
+    return tuple(text[a:b] for a, b in zip(starts, [*starts[1:], len(text)]))
 
 
 def _wikitext(split: str) -> Corpus:
@@ -174,7 +195,8 @@ def _wikitext(split: str) -> Corpus:
             "evaluation text); train on 'stdlib', 'gutenberg' or --text-file, evaluate on wikitext-2 valid/test"
         )
     path = data_root() / "wikitext-2-raw" / f"wiki.{split}.raw"
-    return Corpus("wikitext-2", split, _read(path), 1)
+    text = _read(path)
+    return Corpus("wikitext-2", split, text, 1, wikitext_articles(text))
 
 
 def _hf_dataset(spec: str, split: str) -> Corpus:
@@ -190,12 +212,13 @@ def _hf_dataset(spec: str, split: str) -> Corpus:
     return Corpus(spec, split, "\n".join(str(t) for t in ds[column]), 1)
 
 
-def load_corpus(name: str, split: str) -> Corpus:
+def load_corpus(name: str, split: str, *, capped: bool = True) -> Corpus:
     """One split of a named corpus, with its fingerprint. Raises ``CorpusError`` on an unknown name
-    or split, on WikiText train, and on an empty result."""
+    or split, on WikiText train, and on an empty result. ``capped=False``: the whole split of a
+    corpus that is otherwise capped (stdlib)."""
     _check_split(split)
     if name == "stdlib":
-        corpus = _stdlib(split)
+        corpus = _stdlib(split, capped)
     elif name == "gutenberg":
         corpus = _gutenberg(split)
     elif name == "wikitext-2":

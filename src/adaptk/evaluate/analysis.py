@@ -3,7 +3,8 @@
 - ``entropy_distribution`` (§5.2): mean, std, min, max of routing entropy, and the share of
   tokens below 50% and above 90% of log N, pooled and per layer.
 - ``layerwise`` (§6.3): per layer mean entropy and the measured average k / k histogram.
-- ``token_characteristics`` (§6.4): frequency rank and per-token loss of low-k vs high-k tokens.
+- ``token_characteristics`` (§6.4): frequency rank and per-token loss of low-k vs high-k tokens,
+  with a Mann-Whitney U test of each and the paper's claims checked (``significance``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import torch
 
 from adaptk.calibrate import RouterStats
+from adaptk.evaluate.significance import mann_whitney, token_claims
 from adaptk.routing.stats import PatchReport
 
 
@@ -82,4 +84,8 @@ def token_characteristics(ids: torch.Tensor, mean_k: torch.Tensor, token_loss: t
                      "mean_loss": float(loss[idx].mean())}
     out["corr_k_loss"] = float(torch.corrcoef(torch.stack([k, loss]))[0, 1]) if k.numel() > 2 else math.nan
     out["quantile"] = quantile
+    lo, hi = groups["low_k"], groups["high_k"]
+    out["tests"] = {"loss": mann_whitney(loss[lo].tolist(), loss[hi].tolist()),
+                    "frequency_rank": mann_whitney(ranks[tok[lo]].double().tolist(), ranks[tok[hi]].double().tolist())}
+    out["claims"] = token_claims(out)
     return out

@@ -31,8 +31,10 @@ from adaptk.calibrate import (
 )
 from adaptk.engines.transformers.patch import patch
 from adaptk.evaluate import analysis as A
+from adaptk.evaluate.evidence import increase_fields
 from adaptk.evaluate.sweep import SweepConfig, pareto_sweep
 from adaptk.measure import (
+    IntervalConfig,
     TextTooShortError,
     WindowConfig,
     measure,
@@ -61,7 +63,8 @@ class EvaluateConfig:
     # where the Pareto rules are matched in average k: the "eval" text (a compute budget only, no
     # quality is fitted on it; rules then compare within 1% of the same k) or the "calib" tokens
     match_on: str = "eval"
-
+    # the paired interval of every perplexity increase (blocks = the evaluation windows)
+    intervals: IntervalConfig = field(default_factory=IntervalConfig)
 
     def __post_init__(self) -> None:
         for name in ("calib_tokens", "eval_tokens", "match_tokens", "window", "stride"):
@@ -121,7 +124,8 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
                           "eval_tokens": int(eval_ids.numel()), "calib_sha256": data_fingerprint(calib_ids),
                           "eval_sha256": data_fingerprint(eval_ids), "window": cfg.window, "stride": cfg.stride,
                           "match_tokens": int(match_ids.numel()), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "machine": platform.machine()}}
+                          "threads": torch.get_num_threads(), "machine": platform.machine(),
+                          "interval": asdict(cfg.intervals)}}
 
     # 1. router statistics on the calibration text (one pass) and on the evaluation text
     stats = collect_router_stats(model, calib_ids, window=cfg.window, max_tokens=cfg.calib_tokens, progress=progress)
@@ -152,7 +156,7 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
             policy, calib_info, calib_note = FixedTopK(native), None, str(exc)
     main = measure(model, policy, eval_ids, wcfg, progress=progress, desc="calibrated policy")
     out["calibrated"] = {"policy_file": calib_info, "note": calib_note, **_run_summary(main, native),
-                         "ppl_increase": main.ppl.ppl / base.ppl.ppl - 1.0}
+                         **increase_fields(base.ppl, main.ppl, cfg.intervals)}
     out["layerwise"] = A.layerwise(eval_stats, main.report)
     out["expert_usage"] = [{"layer": r.layer, "native": lay.expert_counts.tolist(), "policy": r.expert_counts}
                            for r, lay in zip(main.report.layers, eval_stats.layers)]
@@ -167,7 +171,7 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
             m = measure(model, pol, eval_ids, wcfg)
             rows.append({"alpha": a, "threshold": pol.thresholds[0] if not pol._is_per_layer() else None,
                          "ppl": m.ppl.ppl, "average_k": m.average_k, "compute_fraction": m.report.compute_fraction,
-                         "ppl_increase": m.ppl.ppl / base.ppl.ppl - 1.0})
+                         **increase_fields(base.ppl, m.ppl, cfg.intervals)})
         out["threshold_sensitivity"] = rows
 
     # 5. §6.2 k-value granularity at a matched average k
@@ -185,7 +189,8 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
             rows.append({"k_values": list(kv), "beyond_native": kv[-1] > native, "target_avg_k": target,
                          "calib_avg_k": mr.achieved, "average_k": m.average_k, "ppl": m.ppl.ppl,
                          "compute_fraction": m.report.compute_fraction,
-                         "k_histogram": _run_summary(m, native)["k_histogram"]})
+                         "k_histogram": _run_summary(m, native)["k_histogram"],
+                         **increase_fields(base.ppl, m.ppl, cfg.intervals)})
         out["granularity"] = rows
 
     # 6. §6.4 token characteristics under the calibrated policy (non-overlapping windows)
@@ -198,7 +203,8 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
             weights = layer_sensitivity_weights(model, match_ids, stats, default_k_values(stats), mcfg)
         sweep_ids = match_ids if cfg.match_on == "calib" else eval_ids[: cfg.match_tokens]
         out["pareto"] = pareto_sweep(model, sweep_ids, eval_ids, stats, cfg.sweep, wcfg, mcfg,
-                                     weights=weights, refine_on_eval=cfg.match_on == "eval", progress=progress)
+                                     weights=weights, refine_on_eval=cfg.match_on == "eval", progress=progress,
+                                     baseline=base.ppl, intervals=cfg.intervals)
         out["pareto"]["baseline_ppl"] = base.ppl.ppl
         out["pareto"]["layer_weights"] = weights
         out["pareto"]["matched_on"] = cfg.match_on

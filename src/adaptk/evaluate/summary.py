@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from adaptk.evaluate.evidence import verdict
 from adaptk.evaluate.sweep import format_table
+from adaptk.report.tables import increase
+
+
+def comparison_lines(sweep: dict) -> list[str]:
+    """Per budget: the lowest-cost rule against the others, by the interval of the difference."""
+    lines = []
+    level = (sweep.get("interval") or {}).get("level", 0.95)
+    for c in sweep.get("comparisons") or []:
+        lines.append(f"  at {c['budget_fraction']:.0%} of native k: {verdict(c)} (difference "
+                     f"{c['difference'] * 100:+.2f} pp [{c['lo'] * 100:.2f}, {c['hi'] * 100:.2f}])")
+    if lines:
+        lines.insert(0, f"rules compared (better only where the {level:.0%} interval of the difference excludes 0):")
+    return lines
 
 
 def short_table(r: dict) -> str:
@@ -15,10 +29,15 @@ def short_table(r: dict) -> str:
              f"{'native top-k':<18} {b['ppl']:>9.3f} {b['average_k']:>6.3f} {b['compute_fraction']:>8.3f} "
              f"{b['tokens_per_second']:>8.0f}",
              f"{'calibrated':<18} {c['ppl']:>9.3f} {c['average_k']:>6.3f} {c['compute_fraction']:>8.3f} "
-             f"{c['tokens_per_second']:>8.0f}   ({c['ppl_increase'] * 100:+.2f}% ppl)",
+             f"{c['tokens_per_second']:>8.0f}   ({increase(c)} ppl)",
              f"policy: {pol}"]
+    if c.get("ppl_increase_lo") is not None:
+        iv = m.get("interval") or {}
+        half = 0.5 * (c["ppl_increase_hi"] - c["ppl_increase_lo"]) * 100
+        how = {"bootstrap": "paired block bootstrap", "block_se": "paired block standard error"}.get(iv.get("method"), "")
+        lines.append(f"interval: {iv.get('level', 0.95):.0%} {how} over the evaluation windows, half-width {half:.2f} pp")
     if c.get("note"):
         lines.append(f"note: {c['note']}")
     if r.get("pareto"):
-        lines += ["", format_table(r["pareto"])]
+        lines += ["", format_table(r["pareto"]), *comparison_lines(r["pareto"])]
     return "\n".join(lines)

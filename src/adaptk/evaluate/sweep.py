@@ -24,7 +24,7 @@ from adaptk.calibrate import (
     RouterStats,
     match_avg_k,
 )
-from adaptk.measure import WindowConfig, measure
+from adaptk.measure import IntervalConfig, PerplexityResult, WindowConfig, measure
 from adaptk.routing import FixedTopK, Policy
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,18 @@ def _row(rule: str, budget: float | None, target: float | None, policy: Policy, 
 def pareto_sweep(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Tensor, stats: RouterStats,
                  cfg: SweepConfig, wcfg: WindowConfig, match_cfg: WindowConfig, *,
                  k_values: tuple[int, ...] | None = None, weights: Sequence[float] | None = None,
-                 refine_on_eval: bool = False, progress: bool = False) -> dict:
+                 refine_on_eval: bool = False, progress: bool = False, baseline: PerplexityResult | None = None,
+                 intervals: IntervalConfig | None = None) -> dict:
     """Every rule at every budget, matched in average k. ``refine_on_eval`` (for matching on the
     evaluation text, a compute budget only) corrects a policy whose average k on the whole
-    evaluation text is still more than ``cfg.tol`` off the target with up to two more runs."""
+    evaluation text is still more than ``cfg.tol`` off the target with up to two more runs.
+    With the native ``baseline`` run on ``eval_ids``, every row carries its perplexity increase with
+    a paired interval and the rules of each budget are compared (``adaptk.evaluate.evidence``)."""
     from tqdm.auto import tqdm
 
     native = min(stats.native_k)
     kv = k_values or S.default_k_values(stats)
-    rows, skipped = [], []
+    rows, skipped, runs = [], [], []
     fixed = sorted({native, max(1, native - 1), 1})
     jobs = [("fixed_k", None, k) for k in reversed(fixed)]
     jobs += [(rule, f, None) for f in cfg.fractions for rule in cfg.rules]
@@ -85,12 +88,15 @@ def pareto_sweep(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Tens
         if rule == "fixed_k":
             name = "fixed_k" if k == native else ("always_k-1" if k == native - 1 else f"fixed_k={k}")
             pol = FixedTopK(k)
-            rows.append(_row(name, k / native, float(k), pol, measure(model, pol, eval_ids, wcfg)))
+            m = measure(model, pol, eval_ids, wcfg)
+            rows.append(_row(name, k / native, float(k), pol, m))
+            runs.append(m.ppl)
             continue
         if rule == "ratio_skip_median":
             pol = S.ratio_skip_median(stats)
             m = measure(model, pol, eval_ids, wcfg)
             rows.append(_row(rule, m.average_k / native, None, pol, m))
+            runs.append(m.ppl)
             continue
         target = frac * native
         try:
@@ -114,8 +120,18 @@ def pareto_sweep(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Tens
             if abs(m2.average_k - target) < abs(m.average_k - target):
                 policy, m = candidate, m2
         rows.append(_row(rule, frac, target, policy, m, mr.achieved, passes, mr.within_tol))
-    return {"fractions": list(cfg.fractions), "native_k": native, "k_values": list(kv), "rows": rows,
-            "skipped": skipped, "pareto_front": pareto_front(rows)}
+        runs.append(m.ppl)
+    out = {"fractions": list(cfg.fractions), "native_k": native, "k_values": list(kv), "rows": rows,
+           "skipped": skipped, "pareto_front": pareto_front(rows)}
+    if baseline is not None:
+        from adaptk.evaluate import evidence
+
+        icfg = intervals or IntervalConfig()
+        for r, run in zip(rows, runs):
+            r.update(evidence.increase_fields(baseline, run, icfg))
+        out["comparisons"] = evidence.compare_rules(rows, runs, baseline, icfg)
+        out["interval"] = {"method": icfg.method, "level": icfg.level}
+    return out
 
 
 def pareto_front(rows: list[dict]) -> list[str]:
@@ -130,11 +146,17 @@ def pareto_front(rows: list[dict]) -> list[str]:
 
 
 def format_table(sweep: dict) -> str:
-    head = f"{'rule':<22} {'budget':>6} {'target k':>8} {'match k':>8} {'eval k':>7} {'ppl':>9} {'compute':>8}"
+    from adaptk.report.tables import increase
+
+    cis = any("ppl_increase_lo" in r for r in sweep["rows"])
+    level = (sweep.get("interval") or {}).get("level", 0.95)
+    inc = f"  {'ppl increase [' + format(level, '.0%') + ' CI]':<24}" if cis else ""
+    head = f"{'rule':<22} {'budget':>6} {'target k':>8} {'match k':>8} {'eval k':>7} {'ppl':>9} {'compute':>8}{inc}"
     lines = [head, "-" * len(head)]
     for r in sorted(sweep["rows"], key=lambda r: (-(r["budget_fraction"] or 0), r["rule"])):
         ck = f"{r['calib_avg_k']:.3f}" if r["calib_avg_k"] is not None else "-"
         tk = f"{r['target_avg_k']:.3f}" if r["target_avg_k"] is not None else "-"
         lines.append(f"{r['rule']:<22} {r['budget_fraction']:>6.2f} {tk:>8} {ck:>8} "
-                     f"{r['eval_avg_k']:>7.3f} {r['ppl']:>9.3f} {r['compute_fraction']:>8.3f}")
+                     f"{r['eval_avg_k']:>7.3f} {r['ppl']:>9.3f} {r['compute_fraction']:>8.3f}"
+                     + (f"  {increase(r)}" if cis else ""))
     return "\n".join(lines)

@@ -201,3 +201,16 @@ def load_text(*, corpus: str | None = None, split: str = "test", text_file: str 
         return lt(f"hf:{dataset}", split), f"hf:{dataset}:{split}"
     name = corpus or "stdlib"
     return lt(name, split), f"{name}:{split}"
+
+
+def load_documents(*, corpus: str | None = None, split: str = "test", text_file: str | None = None,
+                   dataset: str | None = None) -> tuple[tuple[str, ...], str]:
+    """(documents, description) for a spread sample: the files, books or articles of a whole
+    corpus split (stdlib uncapped); a text file or dataset is one document."""
+    if text_file or dataset:
+        text, source = load_text(split=split, text_file=text_file, dataset=dataset)
+        return (text,), source
+    from adaptk.data.corpus import load_corpus
+
+    name = corpus or "stdlib"
+    return load_corpus(name, split, capped=False).documents, f"{name}:{split}"

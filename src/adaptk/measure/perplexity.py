@@ -134,6 +134,10 @@ class PerplexityResult:
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
+    def block_ids(self) -> torch.Tensor:
+        """The window that scored each entry of ``token_loss`` (the blocks of ``adaptk.measure.intervals``). [L-1]"""
+        return token_blocks(self.token_loss.numel() + 1, WindowConfig(self.window, self.stride))
+
 
 def plan_windows(n: int, cfg: WindowConfig) -> list[tuple[int, int, int]]:
     """(begin, end, first scored position) of every window over n tokens."""
@@ -146,6 +150,15 @@ def plan_windows(n: int, cfg: WindowConfig) -> list[tuple[int, int, int]]:
         prev_end = end
         if end == n:
             break
+    return out
+
+
+def token_blocks(n: int, cfg: WindowConfig) -> torch.Tensor:
+    """Index of the window that scores each prediction position 0..n-2 (position i predicts token
+    i+1), -1 where none does. [n-1] int64"""
+    out = torch.full((max(n - 1, 0),), -1, dtype=torch.long)
+    for b, (_, end, first) in enumerate(plan_windows(n, cfg)):
+        out[first - 1: end - 1] = b
     return out
 
 

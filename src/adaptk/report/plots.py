@@ -34,15 +34,20 @@ def pareto(results: dict) -> bytes | None:
     if not sweep or not sweep.get("rows"):
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    base = sweep.get("baseline_ppl")
     by_rule: dict[str, list] = {}
     for r in sweep["rows"]:
-        by_rule.setdefault(r["rule"], []).append((r["eval_avg_k"], r["ppl"]))
+        lo, hi = r.get("ppl_increase_lo"), r.get("ppl_increase_hi")
+        err = (r["ppl"] - base * (1 + lo), base * (1 + hi) - r["ppl"]) if base and lo is not None and hi is not None \
+            else (0.0, 0.0)
+        by_rule.setdefault(r["rule"], []).append((r["eval_avg_k"], r["ppl"], *err))
     for rule, pts in sorted(by_rule.items()):
         pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=rule)
+        yerr = [[max(0.0, p[2]) for p in pts], [max(0.0, p[3]) for p in pts]]
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=yerr, marker="o", capsize=3, label=rule)
     ax.set_xlabel("average k (measured, evaluation text)")
     ax.set_ylabel("perplexity")
-    ax.set_title("perplexity vs average k, every rule at matched average k")
+    ax.set_title("every rule at matched average k; bars: 95% paired interval of the increase over native", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)

@@ -7,6 +7,7 @@ import html
 import json
 
 from adaptk.report import tables as T
+from adaptk.report.summary import summary
 
 
 def _meta_lines(r: dict) -> list[str]:
@@ -17,7 +18,18 @@ def _meta_lines(r: dict) -> list[str]:
             f"{m.get('eval_source', '?')}, {m['eval_tokens']} tokens",
             f"perplexity: sliding window {m['window']} tokens, stride {m['stride']}; matched-k runs on "
             f"{m['match_tokens']} {((r.get('pareto') or {}).get('matched_on') or 'calib')} tokens",
-            f"runtime: {m.get('seconds', 0):.1f} s on {m.get('threads')} threads"]
+            f"runtime: {m.get('seconds', 0):.1f} s on {m.get('threads')} threads"] + _interval_line(m)
+
+
+def _interval_line(m: dict) -> list[str]:
+    iv = m.get("interval")
+    if not iv:
+        return []
+    how = (f"block bootstrap, {iv.get('n_boot')} resamples, seed {iv.get('seed')}" if iv.get("method") == "bootstrap"
+           else "block standard error")
+    return [f"intervals: {iv.get('level', 0.95):.0%}, paired with native top-k on the same tokens, {how}; "
+            "a block is the tokens one evaluation window scores"
+            + (f"; token sample: {m['sample']}" if m.get("sample") else "")]
 
 
 def _md_table(head, rows) -> str:
@@ -27,16 +39,16 @@ def _md_table(head, rows) -> str:
 
 
 def markdown(r: dict, images: dict[str, str]) -> str:
-    parts = ["# adaptk evaluation report", ""] + [f"- {x}" for x in _meta_lines(r)] + [""]
+    parts = ["# adaptk evaluation report", "", f"**Summary.** {summary(r)}", ""] + [f"- {x}" for x in _meta_lines(r)] + [""]
     cal = r["calibrated"]
     pf = cal.get("policy_file") or {}
     parts.append(f"Calibrated policy: `{json.dumps(pf.get('policy'))}` (strategy "
-                 f"{(pf.get('calibration') or {}).get('strategy')}); ppl increase {T.fmt(cal['ppl_increase'], 4)}"
+                 f"{(pf.get('calibration') or {}).get('strategy')}); ppl increase {T.increase(cal)}"
                  + (f". Note: {cal['note']}" if cal.get("note") else ""))
     for title, fn in T.SECTIONS:
         t = fn(r)
         if t:
-            parts += ["", f"## {title}", "", _md_table(*t)]
+            parts += ["", f"## {title}", ""] + [x for n in T.notes(title, r) for x in (n, "")] + [_md_table(*t)]
     parts += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in images.items()]
     return "\n".join(parts) + "\n"
 
@@ -54,14 +66,16 @@ CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 
 def html_page(r: dict, pngs: dict[str, bytes]) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>adaptk report</title><style>{CSS}</style>"
-             "</head><body><h1>adaptk evaluation report</h1><ul>"]
+             f"</head><body><h1>adaptk evaluation report</h1><p class='summary'><b>Summary.</b> "
+             f"{html.escape(summary(r))}</p><ul>"]
     parts += [f"<li>{html.escape(x)}</li>" for x in _meta_lines(r)] + ["</ul>"]
     pf = r["calibrated"].get("policy_file") or {}
     parts.append(f"<p>Calibrated policy: <code>{html.escape(json.dumps(pf.get('policy')))}</code></p>")
     for title, fn in T.SECTIONS:
         t = fn(r)
         if t:
-            parts.append(f"<h2>{html.escape(title)}</h2>{_html_table(*t)}")
+            note = "".join(f"<p>{html.escape(n)}</p>" for n in T.notes(title, r))
+            parts.append(f"<h2>{html.escape(title)}</h2>{note}{_html_table(*t)}")
     for name, data in pngs.items():
         b64 = base64.b64encode(data).decode()
         parts.append(f"<h2>{html.escape(name)}</h2><img alt='{name}' src='data:image/png;base64,{b64}'>")
