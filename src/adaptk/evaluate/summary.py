@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adaptk.evaluate.controls import format_controls
 from adaptk.evaluate.sweep import format_table
 
 
@@ -21,4 +22,7 @@ def short_table(r: dict) -> str:
         lines.append(f"note: {c['note']}")
     if r.get("pareto"):
         lines += ["", format_table(r["pareto"])]
+        controls = format_controls(r["pareto"])
+        if controls:
+            lines += ["", controls]
     return "\n".join(lines)
