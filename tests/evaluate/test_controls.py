@@ -157,6 +157,12 @@ def test_sweep_rows_carry_controls_and_the_gap(setup):
         SweepConfig(controls=("nope",))
     with pytest.raises(CalibrationError):
         SweepConfig(control_seeds=1)
+    with pytest.raises(CalibrationError, match="unknown rules"):
+        SweepConfig(control_rules=("nope",))
+    only = SweepConfig(fractions=(0.75,), rules=("entropy_global", "top_p"), controls=("random",), control_seeds=2,
+                       control_rules=("top_p",), median_rule=False)
+    rows = {r["rule"]: r for r in pareto_sweep(model, ids[:256], ids[:512], stats, only, CFG, CFG)["rows"]}
+    assert "controls" not in rows["entropy_global"] and set(rows["top_p"]["controls"]) == {"random"}
 
 
 def test_cli_evaluate_prints_and_saves_the_controls(tmp_path, capsys):

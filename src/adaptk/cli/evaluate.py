@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="controls for each adaptive cell of the sweep, at the rule's measured per-layer k shares: "
                              "random (random tokens), oracle (analysis only); empty: none")
     parser.add_argument("--control-seeds", type=int, default=5, help="seeds of the random control (>= 2)")
+    parser.add_argument("--control-rules", default="entropy_global,entropy_quality_alloc",
+                        help="the sweep rules whose cells get controls (each costs 1 + seeds evaluation runs per "
+                             "cell; default: the paper's rule and the quality-allocated one), or 'all'")
     parser.add_argument("--alphas-sweep", type=C.float_list, default=(0.3, 0.5, 0.7, 0.9),
                         help="α values of the threshold-sensitivity table")
     parser.add_argument("--window", type=int, default=256, help="perplexity window (tokens)")
@@ -68,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
                          sweep=SweepConfig(fractions=tuple(args.fractions),
                                            rules=tuple(r for r in args.rules.split(",") if r),
                                            controls=tuple(c for c in args.controls.split(",") if c),
-                                           control_seeds=args.control_seeds))
+                                           control_seeds=args.control_seeds,
+                                           control_rules=None if args.control_rules == "all" else
+                                           tuple(r for r in args.control_rules.split(",") if r)))
     model, tok, path = load_model_and_tokenizer(args.model)
     policy = load_policy_file(args.policy, model, strict=args.strict).build_policy() if args.policy else None
     eval_ids, eval_src = C.text_ids(args, "", tok)

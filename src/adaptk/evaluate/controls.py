@@ -84,13 +84,14 @@ def oracle_control(model: nn.Module, layer_hists, ids: torch.Tensor, cfg: Window
 
 
 def add_controls(model: nn.Module, rows: list[dict], ids: torch.Tensor, cfg: WindowConfig,
-                 controls: Sequence[str], seeds: int, progress: bool = False) -> None:
-    """Give every adaptive rule's row (with its measured ``layer_k_histogram``) its controls, in place:
-    ``row["controls"] = {"random": ..., "oracle": ..., "gap_closed": ...}``."""
+                 controls: Sequence[str], seeds: int, rules: Sequence[str] | None = None,
+                 progress: bool = False) -> None:
+    """Give every adaptive rule's row (with its measured ``layer_k_histogram``), or those of ``rules``,
+    its controls, in place: ``row["controls"] = {"random": ..., "oracle": ..., "gap_closed": ...}``."""
     from tqdm.auto import tqdm
 
     todo = [r for r in rows if r["rule"] not in NOT_ADAPTIVE and not r["rule"].startswith("fixed_k")
-            and r.get("layer_k_histogram")]
+            and r.get("layer_k_histogram") and (rules is None or r["rule"] in rules)]
     for r in tqdm(todo, desc="controls", disable=not progress):
         c: dict = {}
         if "random" in controls:

@@ -42,6 +42,7 @@ class SweepConfig:
     # per adaptive cell, controls at the rule's measured per-layer k shares (evaluate.controls)
     controls: tuple[str, ...] = ()
     control_seeds: int = 5
+    control_rules: tuple[str, ...] | None = None  # the rules whose cells get controls (None: every adaptive rule)
 
     def __post_init__(self) -> None:
         R.check_sweep_names(self.rules)  # RuleError, a CalibrationError, naming the known rules
@@ -49,6 +50,8 @@ class SweepConfig:
 
         if any(c not in CONTROLS for c in self.controls):
             raise CalibrationError(f"unknown controls {list(self.controls)}; choose from {list(CONTROLS)}")
+        if self.control_rules is not None:
+            R.check_sweep_names([r for r in self.control_rules if r != "ratio_skip_median"])
         if not isinstance(self.control_seeds, int) or self.control_seeds < 2:
             raise CalibrationError(f"control_seeds must be an integer >= 2 (a spread needs two), got {self.control_seeds!r}")
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
@@ -127,7 +130,8 @@ def pareto_sweep(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Tens
     if cfg.controls:
         from adaptk.evaluate.controls import add_controls
 
-        add_controls(model, rows, eval_ids, wcfg, cfg.controls, cfg.control_seeds, progress=progress)
+        add_controls(model, rows, eval_ids, wcfg, cfg.controls, cfg.control_seeds, rules=cfg.control_rules,
+                     progress=progress)
     return {"fractions": list(cfg.fractions), "native_k": native, "k_values": list(kv), "rows": rows,
             "skipped": skipped, "pareto_front": pareto_front(rows)}
 

@@ -49,5 +49,5 @@ RULE = register_rule(Rule(
     fit=layer_static_for_avg_k,
     needs_target=True,
     target_range=lambda kv, native: (kv[0], kv[-1]),
-    sweep=(SweepEntry("layer_static", layer_static_for_avg_k, default=False),),
+    sweep=(SweepEntry("layer_static", layer_static_for_avg_k),),
 ))
