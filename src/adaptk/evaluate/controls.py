@@ -6,7 +6,8 @@
 - ``oracle`` (analysis only, no savings): the same per-layer shares, the tokens chosen by the
   exact damage of dropping their slots (``adaptk.evaluate.oracle``).
 - the fraction of the random-to-oracle gap a rule closes: (ppl_random - ppl_rule) / (ppl_random - ppl_oracle),
-  1 where the rule is as good as the oracle, 0 where it is no better than random tokens.
+  1 where the rule is as good as the oracle, 0 where it is no better than random tokens (above 1
+  where it beats the oracle, which is greedy on each layer's output, not on the loss).
 
 ``layer_static`` (whole layers at a fixed k, no per-token signal) is a sweep rule of its own
 (``adaptk.rules.layer_static``).

@@ -1,4 +1,4 @@
-"""``OracleShares``: the analysis-only upper bound of token selection at given per-layer k shares.
+"""``OracleShares``: the analysis-only reference for token selection at given per-layer k shares.
 
 On each MoE layer and each forward call, every token's experts are run for all of its ranked
 slots (the model's own top-K by router probability) and the damage of keeping only k of them is
@@ -7,9 +7,10 @@ slots (weights renormalised over them where the family renormalises). The lowest
 goes to the share of tokens with the least damage, the next to the least damaged of the rest, and
 so on: the same per-layer fraction of tokens at each k as the rule it is compared with, but each
 token chosen knowing what dropping its slot does to that layer's output. The routing counters
-count only the kept slots, but the oracle itself runs every slot, so it saves nothing: it is the
-bound a cheap per-token signal can approach, never a policy to serve (it is not registered for
-policy files).
+count only the kept slots, but the oracle itself runs every slot, so it saves nothing: it is what
+a cheap per-token signal is measured against, never a policy to serve (it is not registered for
+policy files). It is greedy, one layer and one call at a time, on the layer's output rather
+than on the loss, so it is a reference, not a strict bound: a rule can do better in perplexity.
 
 The experts' outputs are computed with adaptk's own experts forward on the layer's input, which a
 forward pre-hook on the router captures (``bind``); this suits the families whose ranking is the
