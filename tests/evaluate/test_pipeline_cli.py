@@ -40,9 +40,9 @@ def test_cli_evaluate_and_report(saved, tmp_path, capsys):
     rows = r["pareto"]["rows"]
     assert {x["rule"] for x in rows} == {"fixed_k", "always_k-1", "entropy_global", "entropy_per_layer",
                                          "entropy_quality_alloc", "top_p", "ratio_skip_per_layer",
-                                         "ratio_skip_median"}
-    for x in rows:
-        if x["calib_avg_k"] is not None:
+                                         "ratio_skip_median", "layer_static"}
+    for x in rows:  # layer_static moves whole layers: its achieved k is reported, not matched within 1%
+        if x["calib_avg_k"] is not None and x["rule"] != "layer_static":
             assert x["matched_within_tol"] and abs(x["calib_avg_k"] - x["target_avg_k"]) / x["target_avg_k"] <= 0.01
     assert r["calibrated"]["policy_file"]["calibration"]["strategy"] == "quality"
     for x in [r["calibrated"], *rows]:  # every increase carries its paired interval

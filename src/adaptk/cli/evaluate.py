@@ -23,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--match-tokens", type=int, default=4096, help="calibration tokens per matched-k check")
     parser.add_argument("--rules", default=",".join(default_sweep_names()),
                         help=f"adaptive rules of the side-by-side sweep, from {','.join(sweep_names())}")
+    parser.add_argument("--controls", default="random,oracle",
+                        help="controls for each adaptive cell of the sweep, at the rule's measured per-layer k shares: "
+                             "random (random tokens), oracle (analysis only); empty: none")
+    parser.add_argument("--control-seeds", type=int, default=5, help="seeds of the random control (>= 2)")
+    parser.add_argument("--control-rules", default="entropy_global,entropy_quality_alloc",
+                        help="the sweep rules whose cells get controls (each costs 1 + seeds evaluation runs per "
+                             "cell; default: the paper's rule and the quality-allocated one), or 'all'")
     parser.add_argument("--alphas-sweep", type=C.float_list, default=(0.3, 0.5, 0.7, 0.9),
                         help="α values of the threshold-sensitivity table")
     parser.add_argument("--window", type=int, default=None,
@@ -72,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
                          calibration=C.calibrate_config(args), alphas=tuple(args.alphas_sweep),
                          intervals=IntervalConfig(method=args.interval),
                          sweep=SweepConfig(fractions=tuple(args.fractions),
-                                           rules=tuple(r for r in args.rules.split(",") if r)))
+                                           rules=tuple(r for r in args.rules.split(",") if r),
+                                           controls=tuple(c for c in args.controls.split(",") if c),
+                                           control_seeds=args.control_seeds,
+                                           control_rules=None if args.control_rules == "all" else
+                                           tuple(r for r in args.control_rules.split(",") if r)))
     model, tok, path = load_model_and_tokenizer(args.model)
     if args.window is None:
         window = default_window(model, cfg.window)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adaptk.evaluate.controls import format_controls
 from adaptk.evaluate.evidence import verdict
 from adaptk.evaluate.sweep import format_table
 from adaptk.report.tables import increase
@@ -40,4 +41,7 @@ def short_table(r: dict) -> str:
         lines.append(f"note: {c['note']}")
     if r.get("pareto"):
         lines += ["", format_table(r["pareto"]), *comparison_lines(r["pareto"])]
+        controls = format_controls(r["pareto"])
+        if controls:
+            lines += ["", controls]
     return "\n".join(lines)

@@ -39,9 +39,21 @@ class SweepConfig:
     rules: tuple[str, ...] = DEFAULT_RULES
     median_rule: bool = True  # also the unmatched ratio-skip median rule of Lu et al. (its own k)
     tol: float = 0.01
+    # per adaptive cell, controls at the rule's measured per-layer k shares (evaluate.controls)
+    controls: tuple[str, ...] = ()
+    control_seeds: int = 5
+    control_rules: tuple[str, ...] | None = None  # the rules whose cells get controls (None: every adaptive rule)
 
     def __post_init__(self) -> None:
         R.check_sweep_names(self.rules)  # RuleError, a CalibrationError, naming the known rules
+        from adaptk.evaluate.controls import CONTROLS
+
+        if any(c not in CONTROLS for c in self.controls):
+            raise CalibrationError(f"unknown controls {list(self.controls)}; choose from {list(CONTROLS)}")
+        if self.control_rules is not None:
+            R.check_sweep_names([r for r in self.control_rules if r != "ratio_skip_median"])
+        if not isinstance(self.control_seeds, int) or self.control_seeds < 2:
+            raise CalibrationError(f"control_seeds must be an integer >= 2 (a spread needs two), got {self.control_seeds!r}")
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise CalibrationError(f"budget fractions must be in (0, 1], got {self.fractions}")
 
@@ -57,7 +69,8 @@ def _row(rule: str, budget: float | None, target: float | None, policy: Policy, 
     r = {"rule": rule, "budget_fraction": budget, "target_avg_k": target, "policy": policy.to_dict(),
          "calib_avg_k": calib_k, "eval_avg_k": m.average_k, "ppl": m.ppl.ppl, "nll": m.ppl.nll,
          "compute_fraction": m.report.compute_fraction, "tokens_per_second": m.ppl.tokens_per_second,
-         "match_passes": passes, "matched_within_tol": within}
+         "match_passes": passes, "matched_within_tol": within,
+         "layer_k_histogram": [lay.k_histogram for lay in m.report.layers]}  # what the controls match
     if target:
         r["eval_k_error"] = (m.average_k - target) / target
     return r
@@ -123,6 +136,11 @@ def pareto_sweep(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Tens
         runs.append(m.ppl)
     out = {"fractions": list(cfg.fractions), "native_k": native, "k_values": list(kv), "rows": rows,
            "skipped": skipped, "pareto_front": pareto_front(rows)}
+    if cfg.controls:
+        from adaptk.evaluate.controls import add_controls
+
+        add_controls(model, rows, eval_ids, wcfg, cfg.controls, cfg.control_seeds, rules=cfg.control_rules,
+                     progress=progress)
     if baseline is not None:
         from adaptk.evaluate import evidence
 

@@ -113,11 +113,32 @@ def comparisons(r: dict):
               "better" if c["distinguishable"] else "not distinguishable"] for c in cs])
 
 
+def controls(r: dict):
+    """Each adaptive cell next to random tokens at its measured per-layer k shares (over seeds) and the
+    oracle at the same shares (analysis only: it runs every expert), with the gap the rule closes."""
+    p = r.get("pareto")
+    rows = [x for x in (p or {}).get("rows", []) if x.get("controls")]
+    if not rows:
+        return None
+    inc = lambda v: fmt(v / p["baseline_ppl"] - 1, 4) if v is not None else "-"
+    out = []
+    for x in sorted(rows, key=lambda x: (-(x["budget_fraction"] or 0), x["rule"])):
+        c = x["controls"]
+        rnd, orc, gap = c.get("random") or {}, c.get("oracle") or {}, c.get("gap_closed")
+        out.append([x["rule"], fmt(x["budget_fraction"], 2), fmt(x["eval_avg_k"]), inc(x["ppl"]),
+                    inc(rnd.get("ppl_mean")), f"[{inc(rnd.get('ppl_min'))}, {inc(rnd.get('ppl_max'))}]" if rnd else "-",
+                    str(len(rnd.get("ppls", []))) if rnd else "-", inc(orc.get("ppl")),
+                    fmt(gap, 2) if gap is not None else "-"])
+    return (["rule", "budget", "eval k", "ppl increase", "random: mean", "random: [min, max]", "seeds",
+             "oracle (analysis only)", "gap closed"], out)
+
+
 SECTIONS = [("Headline", headline), ("Entropy distribution (§5.2)", entropy),
             ("Threshold sensitivity (§6.1)", sensitivity), ("k-value granularity (§6.2)", granularity),
             ("Layer-wise entropy and k (§6.3)", layerwise), ("Low-k vs high-k tokens (§6.4)", tokens),
             ("The paper's token claims, tested (§6.4)", token_tests),
-            ("Side by side at matched average k", pareto), ("Which rules can be told apart", comparisons)]
+            ("Side by side at matched average k", pareto), ("Which rules can be told apart", comparisons),
+            ("Controls at each rule's measured per-layer k shares (oracle: analysis only, no savings)", controls)]
 
 # what a section's table means, printed above it
 NOTES = {

@@ -33,6 +33,7 @@ from adaptk.rules import quality  # noqa: F401
 from adaptk.rules import top_p  # noqa: F401
 from adaptk.rules import ratio_skip  # noqa: F401
 from adaptk.rules import ratio_skip_median  # noqa: F401
+from adaptk.rules import layer_static  # noqa: F401
 from adaptk.rules import random  # noqa: F401
 # isort: on
 
