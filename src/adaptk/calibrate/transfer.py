@@ -314,8 +314,9 @@ def quality_summary(measured: dict) -> str:
     line += " on the calibration tokens"
     if m.get("budget_scope") == "heldout":
         t = m["transfer"]
-        folds = sum(f["note"] is None for f in t["folds"])
-        line += (f"; held-out estimate {m['heldout_estimate']:.4f} (upper {level}bound {m['heldout_upper_bound']:.4f}, "
-                 f"{folds} folds of {t['folds_by']}); searched at {m['searched_budget']:.4f} = budget "
+        used = sum(f["note"] is None for f in t["folds"])
+        folds = t["folds_by"] + (f", {used} of {len(t['folds'])} gave a policy" if used < len(t["folds"]) else "")
+        line += (f"; held-out estimate {m['heldout_estimate']:.4f} (upper {level}prediction bound "
+                 f"{m['heldout_upper_bound']:.4f}; {folds}); searched at {m['searched_budget']:.4f} = budget "
                  f"{t['budget']:.4f} - margin {m['margin']:.4f}")
     return line
