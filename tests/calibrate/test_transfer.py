@@ -22,7 +22,7 @@ from adaptk.calibrate import (
     quality_constrained,
 )
 from adaptk.calibrate.collect import LayerRouting, RouterStats
-from adaptk.calibrate.transfer import Transfer, assign_folds, fit_margin, select_stats
+from adaptk.calibrate.transfer import Fold, Transfer, assign_folds, fit_margin, select_stats
 from adaptk.measure import WindowConfig, measure
 from adaptk.routing import FixedTopK
 from calibrate.helpers import controlled_mixtral, random_ids
@@ -190,3 +190,14 @@ def test_a_bad_scope_names_the_choices():
         CalibrateConfig("quality", max_ppl_increase=0.01, budget_scope="train")
     with pytest.raises(CalibrationError, match="heldout_folds"):
         CalibrateConfig("quality", max_ppl_increase=0.01, heldout_folds=1)
+
+
+def test_a_fold_without_a_policy_is_recorded_and_left_out_of_the_margin():
+    ok = Fold(0, 2, 100, 300, value=0.004, upper=0.008, average_k=1.5, heldout=0.011, heldout_average_k=1.5)
+    skipped = Fold(1, 1, 50, 0, note="too few tokens left to search on or to hold out")
+    tr = Transfer("ppl_increase", 0.01, 0.95, "3 documents in 2 folds", [ok, skipped])
+    assert tr.gaps == pytest.approx([0.003]) and tr.exceedances == pytest.approx([0.001])
+    assert tr.margin() == pytest.approx(0.003)  # one fold: its gap, no spread to bound
+    d = tr.to_dict()
+    assert d["folds"][1]["heldout"] is None and d["folds"][1]["note"].startswith("too few")
+    assert d["exceedance"] == {"mean": pytest.approx(0.001), "max": pytest.approx(0.001), "over_budget": 1, "folds": 1}

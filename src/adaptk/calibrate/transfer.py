@@ -18,12 +18,13 @@ held-out documents, paired with the unpatched model on the same tokens. Per fold
 The margin is the one-sided prediction bound of the gap of one more fold (Student t over the
 folds' gaps at the search's ``confidence``: ``mean + t·sd·sqrt(1 + 1/n)``; the mean without a
 confidence), at least 0: a bound for unseen text the size of one fold (a quarter of the
-documents; one book of five), not only for the average over many such texts. A search whose
+documents; of five novels, one or two), not only for the average over many such texts. A search whose
 bound on the calibration tokens is within ``budget - margin`` then has a held-out estimate
 ``upper + mean gap`` and a held-out bound ``upper + prediction bound`` within the budget. This
 assumes the gap does not depend on the budget (an additive shift); the folds search on a quarter
 fewer tokens than the final search, so their bounds are a little wider and the margin a little
 smaller.
+
 Without documents (one text file, ``--sample first``) the folds are contiguous stretches of the
 quality tokens, which share more with each other than separate documents do.
 """
@@ -179,7 +180,8 @@ class Transfer:
     def to_dict(self) -> dict:
         ex = self.exceedances
         return {"metric": self.metric, "budget": self.limit, "confidence": self.confidence, "folds_by": self.folds_by,
-                "folds": [asdict(f) for f in self.folds],
+                "folds": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(f).items()}
+                          for f in self.folds],  # a fold that gave no policy: None, not NaN, in the JSON
                 "exceedance": {"mean": sum(ex) / len(ex), "max": max(ex), "over_budget": sum(e > 0 for e in ex),
                                "folds": len(ex)} if ex else None}
 
