@@ -110,12 +110,12 @@ def test_calibrate_records_provenance():
 def test_quality_constrained_meets_budget(model):
     ids = random_ids(512, seed=2)
     out = calibrate(model, ids, CalibrateConfig("quality", max_ppl_increase=0.005, window=64, max_tokens=256,
-                                                quality_tokens=128, max_passes=10))
+                                                quality_tokens=128, max_passes=10, budget_scope="calibration"))
     d = out.details
     assert d["value"] <= 0.005 and out.policy_file.calibration.forward_passes <= 11
     assert out.policy._is_per_layer()
     kl = calibrate(model, ids, CalibrateConfig("quality", max_kl=0.01, window=64, max_tokens=256,
-                                               quality_tokens=128, max_passes=8))
+                                               quality_tokens=128, max_passes=8, budget_scope="calibration"))
     assert kl.details["metric"] == "kl" and kl.details["value"] <= 0.01
 
 
@@ -139,7 +139,8 @@ def test_quality_budget_no_policy_meets_reports_best():
     model = tiny_model("qwen3_moe")  # native k 4, but only k in {1, 2} allowed: never the full model
     with pytest.raises(BudgetNotMetError, match="best found had kl") as info:
         calibrate(model, random_ids(256, seed=3), CalibrateConfig(
-            "quality", max_kl=1e-9, k_values=(1, 2), window=64, max_tokens=128, quality_tokens=128, max_passes=6))
+            "quality", max_kl=1e-9, k_values=(1, 2), window=64, max_tokens=128, quality_tokens=128, max_passes=6,
+            budget_scope="calibration"))
     assert info.value.best["value"] > 1e-9 and info.value.best["average_k"] >= 1
 
 
@@ -164,7 +165,8 @@ def test_upper_bound_matches_a_plain_block_reference():
 
 def test_confidence_makes_the_quality_search_no_more_aggressive(model):
     ids = random_ids(512, seed=2)
-    common = dict(max_ppl_increase=0.005, window=64, max_tokens=256, quality_tokens=256, max_passes=10)
+    common = dict(max_ppl_increase=0.005, window=64, max_tokens=256, quality_tokens=256, max_passes=10,
+                  budget_scope="calibration")
     point = calibrate(model, ids, CalibrateConfig("quality", confidence=None, **common))
     sure = calibrate(model, ids, CalibrateConfig("quality", confidence=0.95, **common))
     assert sure.details["upper_bound"] <= 0.005

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from adaptk.data import load_corpus
 from adaptk.data.corpus import wikitext_articles
-from adaptk.data.sample import even_shares, piece_spans, spread_sample
+from adaptk.data.sample import even_shares, piece_spans, spread_sample, spread_sample_documents
 
 
 def _shares_reference(lengths, total):
@@ -65,6 +65,13 @@ def test_spread_sample_covers_every_document_and_is_deterministic():
     assert spread_sample(docs, 10**6, piece=100).__len__() == sum(map(len, docs))
     with pytest.raises(ValueError, match="piece"):
         spread_sample(docs, 10, piece=0)
+
+
+def test_spread_sample_documents_label_each_token_with_its_document():
+    docs = [list(range(f * 10_000, f * 10_000 + n)) for f, n in enumerate([5000, 300, 2000, 40, 900])]
+    ids, labels = spread_sample_documents(docs, 2000, piece=100, seed=3)
+    assert ids == spread_sample(docs, 2000, piece=100, seed=3)
+    assert labels == [t // 10_000 for t in ids]  # the plain reference: each token's value names its document
 
 
 def test_wikitext_articles_split_at_headings():

@@ -53,3 +53,15 @@ def test_summary_of_a_given_policy_has_no_rule_sentence():
     r["calibrated"]["policy_file"] = {"policy": {"rule": "top_p"}, "calibration": None}
     s = summary(r)
     assert s.startswith("Recommended: the given policy.") and "side-by-side" not in s
+
+
+def test_summary_of_a_heldout_budget_states_margin_and_heldout_estimate():
+    r = copy.deepcopy(R)
+    cal = r["calibrated"]["policy_file"]["calibration"]
+    cal["targets"]["budget_scope"] = "heldout"
+    cal["measured"] = {"margin": 0.0033, "searched_budget": 0.0067, "heldout_estimate": 0.0003,
+                       "heldout_upper_bound": 0.0097, "transfer": {"folds_by": "28 documents in 4 folds"}}
+    s = summary(r)
+    assert "margin of 0.33 pp" in s and "accepted at 0.67% at 95% confidence" in s
+    assert "held-out estimate of +0.03% (prediction bound +0.97%)" in s and "28 documents in 4 folds" in s
+    assert "guarantee there only" not in s and "its interval holds the budget" in s

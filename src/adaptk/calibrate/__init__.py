@@ -42,15 +42,22 @@ from adaptk.calibrate.strategies import (
     theory,
     top_p_for_avg_k,
 )
+from adaptk.calibrate.transfer import (
+    BUDGET_SCOPES,
+    Transfer,
+    heldout_constrained,
+    leave_documents_out,
+    quality_summary,
+)
 
 __all__ = [
-    "FORMAT_VERSION", "STRATEGIES", "BudgetNotMetError", "CalibrateConfig", "CalibrationError",
+    "BUDGET_SCOPES", "FORMAT_VERSION", "STRATEGIES", "BudgetNotMetError", "CalibrateConfig", "CalibrationError",
     "CalibrationOutcome", "LayerRouting", "MatchResult", "PolicyFile", "PolicyFileError", "QualityBudget",
     "RouterRecorder", "RouterStats", "bisect", "calibrate", "check_policy_out", "collect_router_stats",
-    "data_fingerprint", "default_k_values", "entropy_for_avg_k", "layer_k", "layer_sensitivity_weights",
-    "load_policy", "load_policy_file", "make_policy_file", "match_avg_k", "model_fingerprint",
-    "quality_constrained", "ratio_skip_for_avg_k", "ratio_skip_median", "save_policy_file", "simulated_avg_k",
-    "targets_for_level", "theory", "top_p_for_avg_k",
+    "data_fingerprint", "default_k_values", "entropy_for_avg_k", "heldout_constrained", "layer_k", "layer_sensitivity_weights",
+    "leave_documents_out", "load_policy", "load_policy_file", "make_policy_file", "match_avg_k", "model_fingerprint",
+    "quality_constrained", "quality_summary", "ratio_skip_for_avg_k", "ratio_skip_median", "save_policy_file", "simulated_avg_k",
+    "targets_for_level", "theory", "top_p_for_avg_k", "Transfer",
 ]
 
 

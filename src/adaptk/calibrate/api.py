@@ -16,6 +16,7 @@ from adaptk.calibrate.collect import RouterStats, collect_router_stats
 from adaptk.calibrate.errors import CalibrationError
 from adaptk.calibrate.fingerprint import data_fingerprint
 from adaptk.calibrate.policy_file import PolicyFile, make_policy_file
+from adaptk.calibrate.transfer import check_scope
 from adaptk.measure import WindowConfig
 from adaptk.routing import Policy
 
@@ -42,6 +43,10 @@ class CalibrateConfig:
     max_ppl_increase: float | None = None  # quality: relative, 0.01 = 1%
     max_kl: float | None = None
     confidence: float | None = 0.95  # quality: accept on the upper confidence bound (None: point estimate)
+    # quality: where the budget holds. "heldout": on unseen documents of the calibration text's kind
+    # (a margin fitted by leave-documents-out, adaptk.calibrate.transfer); "calibration": on its tokens
+    budget_scope: str = "heldout"
+    heldout_folds: int = 4  # quality, heldout: folds of documents (each costs one more search)
     max_tokens: int = 16384  # router statistics
     quality_tokens: int = 4096  # tokens per forward pass of quality search / matching
     window: int = 512
@@ -57,6 +62,9 @@ class CalibrateConfig:
             raise CalibrationError(f"target fraction must be in (0, 1], got {self.target_fraction}")
         if self.target_avg_k is not None and not self.target_avg_k > 0:
             raise CalibrationError(f"target average k must be > 0, got {self.target_avg_k}")
+        check_scope(self.budget_scope)
+        if not isinstance(self.heldout_folds, int) or self.heldout_folds < 2:
+            raise CalibrationError(f"heldout_folds must be an integer >= 2 (folds of documents), got {self.heldout_folds!r}")
         for name in ("max_tokens", "quality_tokens", "window", "max_passes"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -87,8 +95,10 @@ class CalibrationOutcome:
 
 
 def calibrate(model: nn.Module, ids: torch.Tensor, cfg: CalibrateConfig, *, progress: bool = False,
-              stats: RouterStats | None = None) -> CalibrationOutcome:
-    """Fit ``cfg.strategy`` on ids [L] (token ids of the calibration text)."""
+              stats: RouterStats | None = None, documents: torch.Tensor | None = None) -> CalibrationOutcome:
+    """Fit ``cfg.strategy`` on ids [L] (token ids of the calibration text); ``documents`` [L]: the
+    document each token came from (``adaptk.data.spread_sample_documents``), which the held-out
+    budget scope folds by (None: one document)."""
     ids = ids.reshape(-1)
     if ids.numel() < 2:
         raise CalibrationError(f"calibration text has {ids.numel()} tokens; give more text")
@@ -100,12 +110,14 @@ def calibrate(model: nn.Module, ids: torch.Tensor, cfg: CalibrateConfig, *, prog
     target = cfg.target(native)
     qids = used[: cfg.quality_tokens]
     wcfg = WindowConfig(min(cfg.window, qids.numel()), min(cfg.window, qids.numel()))
-    job = rules.CalibrationJob(model, qids, stats, kv, native, target, cfg, wcfg, progress)
+    docs = documents.reshape(-1)[: cfg.max_tokens] if documents is not None else None
+    job = rules.CalibrationJob(model, qids, stats, kv, native, target, cfg, wcfg, progress, used, docs)
     fitted = rules.get_strategy(cfg.strategy).calibrate(job)
     policy, passes, details = fitted.policy, 1 + fitted.forward_passes, fitted.details
     targets = {k: v for k, v in {"target_avg_k": target, "target_distribution": cfg.target_distribution,
                                  "max_ppl_increase": cfg.max_ppl_increase, "max_kl": cfg.max_kl,
                                  "confidence": cfg.confidence if cfg.strategy == "quality" else None,
+                                 **_scope_targets(cfg),
                                  "alphas": cfg.alphas, "per_layer": cfg.per_layer,
                                  "k_values": list(kv)}.items() if v is not None}
     info = {"strategy": cfg.strategy, "data_sha256": data_fingerprint(used), "tokens": int(stats.tokens),
@@ -114,6 +126,13 @@ def calibrate(model: nn.Module, ids: torch.Tensor, cfg: CalibrateConfig, *, prog
             "simulated_average_k": _safe_sim(policy, stats)}
     pf = make_policy_file(model, policy, info)
     return CalibrationOutcome(policy, pf, stats, details)
+
+
+def _scope_targets(cfg: CalibrateConfig) -> dict:
+    # recorded for the held-out scope only: a calibration-scope file is what it was before scopes
+    if cfg.strategy != "quality" or cfg.budget_scope == "calibration":
+        return {}
+    return {"budget_scope": cfg.budget_scope, "heldout_folds": cfg.heldout_folds}
 
 
 def _safe_sim(policy: Policy, stats: RouterStats) -> float:

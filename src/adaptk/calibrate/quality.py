@@ -32,6 +32,7 @@ from adaptk.calibrate.errors import BudgetNotMetError, CalibrationError
 from adaptk.calibrate.strategies import entropy_for_avg_k
 from adaptk.engines.transformers.patch import patch
 from adaptk.measure import (
+    PerplexityResult,
     WindowConfig,
     kl_to_reference,
     measure,
@@ -98,6 +99,7 @@ class QualityResult:
     trials: list[dict] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     upper: float = float("nan")  # upper confidence bound of the metric (= value without confidence)
+    reference: PerplexityResult | None = None  # the unpatched pass on the search's tokens
 
 
 def sensitivity_weights(metric: Callable[[list[float]], float], n_layers: int, kv: Sequence[int]) -> list[float]:
@@ -134,14 +136,23 @@ def targets_for_level(c: float, weights: Sequence[float], kv: Sequence[int]) -> 
 
 def quality_constrained(model: nn.Module, ids: torch.Tensor, stats: RouterStats, budget: QualityBudget, *,
                         k_values: Sequence[int], cfg: WindowConfig, max_passes: int = 24,
-                        bisect_steps: int = 8, progress: bool = False) -> QualityResult:
+                        bisect_steps: int = 8, progress: bool = False, reference: PerplexityResult | None = None,
+                        weights: Sequence[float] | None = None) -> QualityResult:
+    """The lowest-k per-layer entropy policy whose metric on ids [L] meets ``budget``. A
+    ``reference`` (an earlier search's unpatched pass on the same ids and window) and ``weights``
+    (its layer sensitivities) are reused instead of measured again: a second search on the same
+    tokens at another budget then costs only its bisection."""
     kv = tuple(k_values)
     n_layers = len(stats.layers)
     need_lp = budget.metric == "kl"
     native = min(stats.native_k)
-    with patch(model, FixedTopK(native)):  # reference = the model's own routing via the same kernels
-        ref = sliding_window_perplexity(model, ids, cfg, keep_logprobs=need_lp, progress=progress, desc="reference")
-    passes, trials = 1, []
+    passes, trials = 0, []
+    ref = reference
+    if ref is None or (need_lp and ref.logprobs is None):
+        with patch(model, FixedTopK(native)):  # reference = the model's own routing via the same kernels
+            ref = sliding_window_perplexity(model, ids, cfg, keep_logprobs=need_lp, progress=progress,
+                                            desc="reference")
+        passes = 1
 
     def score(targets: list[float]) -> dict:
         nonlocal passes
@@ -157,9 +168,12 @@ def quality_constrained(model: nn.Module, ids: torch.Tensor, stats: RouterStats,
         trials.append({k: v for k, v in t.items() if k != "policy"})
         return t
 
-    weights = [1.0] * n_layers
-    if n_layers > 1 and 1 + n_layers + 4 <= max_passes:
-        weights = sensitivity_weights(lambda targets: score(targets)["value"], n_layers, kv)
+    if weights is not None:
+        weights = list(weights)
+    else:
+        weights = [1.0] * n_layers
+        if n_layers > 1 and 1 + n_layers + 4 <= max_passes:
+            weights = sensitivity_weights(lambda targets: score(targets)["value"], n_layers, kv)
 
     def targets_for(c: float) -> list[float]:
         return targets_for_level(c, weights, kv)
@@ -193,4 +207,4 @@ def quality_constrained(model: nn.Module, ids: torch.Tensor, stats: RouterStats,
             f"{budget.limit:g} in {passes} forward passes; the best found had {budget.metric} "
             f"{closest['value']:.4g}{bound} at average k {closest['average_k']:.3f}", best=closest)
     return QualityResult(best["policy"], budget.metric, best["value"], best["average_k"], passes, True,
-                         trials, weights, upper=best["upper"])
+                         trials, weights, upper=best["upper"], reference=ref)

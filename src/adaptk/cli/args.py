@@ -6,6 +6,8 @@ import argparse
 
 from adaptk.errors import AdaptkError
 
+BUDGET_SCOPES = ("heldout", "calibration")  # adaptk.calibrate.transfer.BUDGET_SCOPES (checked by a test)
+
 
 def percent(value: str) -> float:
     """'1%' -> 0.01, '0.01' -> 0.01."""
@@ -63,6 +65,12 @@ def add_calibration_args(p: argparse.ArgumentParser, default_strategy: str) -> N
     g.add_argument("--confidence", type=_confidence, default=0.95,
                    help="quality: accept a policy only if the upper one-sided confidence bound of its "
                         "quality loss meets the budget (default 0.95; 'none': the point estimate)")
+    g.add_argument("--budget-scope", choices=BUDGET_SCOPES, default="heldout",
+                   help="quality: where the budget is to hold. 'heldout' (default): on unseen documents of the "
+                        "calibration text's kind, by a margin fitted from a leave-documents-out cross-validation "
+                        "(one more search per fold); 'calibration': on the calibration tokens only")
+    g.add_argument("--heldout-folds", type=int, default=4,
+                   help="quality, --budget-scope heldout: folds of documents of the cross-validation (default 4)")
 
 
 def _confidence(text: str) -> float | None:
@@ -80,7 +88,8 @@ def calibrate_config(args, **overrides):
     kw = dict(strategy=args.strategy, k_values=args.k_values, alphas=args.alphas, target_avg_k=args.target_avg_k,
               target_fraction=args.target_fraction, target_distribution=args.target_distribution,
               per_layer=args.per_layer, max_ppl_increase=args.max_ppl_increase, max_kl=args.max_kl,
-              max_passes=args.max_passes, confidence=args.confidence)
+              max_passes=args.max_passes, confidence=args.confidence, budget_scope=args.budget_scope,
+              heldout_folds=args.heldout_folds)
     if kw["strategy"] == "quality" and kw["max_ppl_increase"] is None and kw["max_kl"] is None:
         kw["max_ppl_increase"] = 0.01
     kw.update(overrides)
@@ -102,24 +111,34 @@ def text_ids(args, prefix: str, tokenizer, tokens: int | None = None, piece: int
     """Token ids [L] of the text an argument group names, and a description. With ``--sample
     spread`` and a ``tokens`` budget: a spread sample of that many tokens (pieces of at most
     ``piece`` tokens, ``adaptk.data.sample``); else the whole text's tokens in order."""
+    ids, _, source = text_sample(args, prefix, tokenizer, tokens, piece)
+    return ids, source
+
+
+def text_sample(args, prefix: str, tokenizer, tokens: int | None = None, piece: int = 1024):
+    """``text_ids`` and the document of each token [L] (None when the tokens are not drawn from
+    separate documents: ``--sample first``, one text file or dataset)."""
     import torch
 
-    from adaptk.data import spread_sample
+    from adaptk.data import spread_sample_documents
     from adaptk.loading.model import encode, load_documents, load_text
 
     a = lambda name: getattr(args, f"{prefix}{name}".replace("-", "_"))
     src = dict(corpus=a("corpus"), split=a("split"), text_file=a("text_file"), dataset=a("dataset"))
+    documents = None
     if getattr(args, "sample", "first") == "spread" and tokens:
         docs, source = load_documents(**src)
-        ids = torch.tensor(spread_sample([encode(tokenizer, d).tolist() for d in docs], tokens, piece),
-                           dtype=torch.long)
-        source = f"{source} (spread over {len(docs)} documents)" if len(docs) > 1 else source
+        ids, labels = spread_sample_documents([encode(tokenizer, d).tolist() for d in docs], tokens, piece)
+        ids = torch.tensor(ids, dtype=torch.long)
+        if len(docs) > 1:
+            source = f"{source} (spread over {len(docs)} documents)"
+            documents = torch.tensor(labels, dtype=torch.long)
     else:
         text, source = load_text(**src)
         ids = encode(tokenizer, text)
     if ids.numel() < 2:
         raise AdaptkError(f"{source} holds {ids.numel()} tokens; give more text")
-    return ids, source
+    return ids, documents, source
 
 
 def set_threads(args) -> int:

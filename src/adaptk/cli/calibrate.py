@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from adaptk.calibrate import calibrate, check_policy_out, save_policy_file
+    from adaptk.calibrate import calibrate, check_policy_out, quality_summary, save_policy_file
     from adaptk.cli import args as C
     from adaptk.loading.model import load_model_and_tokenizer
     from adaptk.measure import default_window
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     model, tok, path = load_model_and_tokenizer(args.model)
     if args.window is None:
         cfg = dataclasses.replace(cfg, window=default_window(model, cfg.window))
-    ids, source = C.text_ids(args, "", tok, args.max_tokens, C.piece_tokens(cfg.window))
-    out = calibrate(model, ids, cfg, progress=not args.no_progress)
+    ids, documents, source = C.text_sample(args, "", tok, args.max_tokens, C.piece_tokens(cfg.window))
+    out = calibrate(model, ids, cfg, progress=not args.no_progress, documents=documents)
     save_policy_file(out.policy_file, args.out, overwrite=args.overwrite)
     c = out.policy_file.calibration
     print(f"model: {path} ({out.policy_file.model.architecture}, {out.policy_file.model.num_moe_layers} MoE layers)")
@@ -51,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"average k: simulated {c.simulated_average_k:.3f}"
           + (f", measured {c.measured['measured_average_k']:.3f}" if "measured_average_k" in c.measured else ""))
     if "value" in c.measured:
-        print(f"quality: {c.measured['metric']} = {c.measured['value']:.4f}")
+        print(quality_summary(c.measured))
     print(f"wrote {args.out}")
     return 0

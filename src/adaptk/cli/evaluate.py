@@ -88,24 +88,25 @@ def run(args: argparse.Namespace) -> int:
     if args.window is None:
         window = default_window(model, cfg.window)
         cfg = dataclasses.replace(cfg, window=window, stride=args.stride or window // 2)
-    policy = load_policy_file(args.policy, model, strict=args.strict).build_policy() if args.policy else None
+    policy_file = load_policy_file(args.policy, model, strict=args.strict) if args.policy else None
     piece = C.piece_tokens(cfg.window)
     own_calib = any(getattr(args, f"calib_{k}") for k in ("corpus", "text_file", "dataset"))
     one_file = bool(args.text_file) and not own_calib
     eval_ids, eval_src = C.text_ids(args, "", tok, args.eval_tokens + (args.calib_tokens if one_file else 0), piece)
+    calib_docs = None
     if own_calib:
-        calib_ids, calib_src = C.text_ids(args, "calib_", tok, args.calib_tokens, piece)
+        calib_ids, calib_docs, calib_src = C.text_sample(args, "calib_", tok, args.calib_tokens, piece)
     elif one_file:  # one file: calibrate on its first half, evaluate on its second half (spread: disjoint pieces)
         half = eval_ids.numel() // 2
         calib_ids, eval_ids = eval_ids[:half], eval_ids[half:]
         calib_src, eval_src = f"{eval_src} (first half)", f"{eval_src} (second half)"
     else:  # the same corpus or dataset, its calibration split
         args.calib_corpus, args.calib_dataset = args.corpus, args.dataset
-        calib_ids, calib_src = C.text_ids(args, "calib_", tok, args.calib_tokens, piece)
+        calib_ids, calib_docs, calib_src = C.text_sample(args, "calib_", tok, args.calib_tokens, piece)
     meta = {"model_name": path, "calib_source": calib_src, "eval_source": eval_src, "sample": args.sample,
             "command": "adaptk evaluate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else None}
     results = run_evaluation(model, calib_ids, eval_ids, cfg, meta=meta, progress=not args.no_progress,
-                             policy=policy)
+                             policy_file=policy_file, calib_documents=calib_docs)
     out = write_report(results, args.out, overwrite=args.overwrite)
     print(short_table(results))
     print(f"report: {out}/report.html (JSON: {out}/results.json) in {time.perf_counter() - t0:.1f} s")

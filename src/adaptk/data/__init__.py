@@ -2,7 +2,7 @@
 
 from adaptk.data.corpus import CORPORA, SPLITS, Corpus, data_root, load_corpus, load_text, text_file_splits
 from adaptk.data.errors import CorpusError, DataNotFoundError, TextFileError
-from adaptk.data.sample import SAMPLES, spread_sample
+from adaptk.data.sample import SAMPLES, spread_sample, spread_sample_documents
 from adaptk.data.text import read_text_file
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "load_text",
     "read_text_file",
     "spread_sample",
+    "spread_sample_documents",
     "text_file_splits",
 ]

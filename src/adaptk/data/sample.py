@@ -64,6 +64,13 @@ def piece_spans(length: int, share: int, piece: int) -> list[tuple[int, int]]:
 def spread_sample(docs: Sequence[Sequence[int]], total: int, piece: int, seed: int = 0) -> list[int]:
     """``total`` tokens (or all there are) from token documents ``docs``, spread over every one of
     them; returns the concatenated pieces in a fixed pseudo-random order."""
+    return spread_sample_documents(docs, total, piece, seed)[0]
+
+
+def spread_sample_documents(docs: Sequence[Sequence[int]], total: int, piece: int,
+                            seed: int = 0) -> tuple[list[int], list[int]]:
+    """``spread_sample`` and, aligned with its tokens, the index in ``docs`` of the document each
+    token came from (what a leave-documents-out cross-validation groups by)."""
     if piece < 1:
         raise ValueError(f"piece must be >= 1 token, got {piece}")
     shares = even_shares([len(d) for d in docs], total)
@@ -71,7 +78,9 @@ def spread_sample(docs: Sequence[Sequence[int]], total: int, piece: int, seed: i
               for start, size in piece_spans(len(d), share, piece)]
     order = np.random.default_rng(seed).permutation(len(pieces))
     out: list[int] = []
+    labels: list[int] = []
     for i in order:
         f, start, size = pieces[int(i)]
         out.extend(docs[f][start: start + size])
-    return out
+        labels.extend([f] * size)
+    return out, labels

@@ -17,6 +17,7 @@ from adaptk.calibrate import (
     BudgetNotMetError,
     CalibrateConfig,
     CalibrationError,
+    PolicyFile,
     RouterRecorder,
     calibrate,
     collect_router_stats,
@@ -105,8 +106,11 @@ def granularity_sets(native: int, num_experts: int) -> list[tuple[int, ...]]:
 
 @torch.no_grad()
 def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Tensor, cfg: EvaluateConfig,
-                   *, meta: dict | None = None, progress: bool = True, policy: Policy | None = None) -> dict:
-    """Calibrate on calib_ids [Lc], evaluate on eval_ids [Le]; returns the results dict."""
+                   *, meta: dict | None = None, progress: bool = True, policy: Policy | None = None,
+                   policy_file: PolicyFile | None = None, calib_documents: torch.Tensor | None = None) -> dict:
+    """Calibrate on calib_ids [Lc] (``calib_documents`` [Lc]: the document of each token, which the
+    held-out budget scope folds by), evaluate on eval_ids [Le]; returns the results dict. A
+    ``policy`` (or a loaded ``policy_file``, whose calibration record is kept) is evaluated instead."""
     t0 = time.perf_counter()
     calib_ids, eval_ids = calib_ids.reshape(-1)[: cfg.calib_tokens], eval_ids.reshape(-1)[: cfg.eval_tokens]
     fp = model_fingerprint(model)
@@ -142,11 +146,14 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
     ccfg = CalibrateConfig(**{**asdict(cfg.calibration), "max_tokens": cfg.calib_tokens,
                               "quality_tokens": cfg.match_tokens, "window": cfg.window})
     weights = None
-    if policy is not None:
+    if policy_file is not None:
+        policy, calib_info, calib_note = policy_file.build_policy(), policy_file.model_dump(), "policy given"
+    elif policy is not None:
         calib_info, calib_note = {"policy": policy.to_dict(), "calibration": None}, "policy given"
     else:
         try:
-            outcome = calibrate(model, calib_ids, ccfg, progress=progress, stats=stats)
+            docs = calib_documents.reshape(-1)[: cfg.calib_tokens] if calib_documents is not None else None
+            outcome = calibrate(model, calib_ids, ccfg, progress=progress, stats=stats, documents=docs)
             policy = outcome.policy
             calib_info = outcome.policy_file.model_dump()
             weights = getattr(outcome, "details", {}).get("weights")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adaptk.calibrate import quality_summary
 from adaptk.evaluate.controls import format_controls
 from adaptk.evaluate.evidence import verdict
 from adaptk.evaluate.sweep import format_table
@@ -32,6 +33,9 @@ def short_table(r: dict) -> str:
              f"{'calibrated':<18} {c['ppl']:>9.3f} {c['average_k']:>6.3f} {c['compute_fraction']:>8.3f} "
              f"{c['tokens_per_second']:>8.0f}   ({increase(c)} ppl)",
              f"policy: {pol}"]
+    measured = ((c.get("policy_file") or {}).get("calibration") or {}).get("measured") or {}
+    if "value" in measured and "metric" in measured:  # the budget the policy was calibrated to, next to the above
+        lines.append(quality_summary(measured))
     if c.get("ppl_increase_lo") is not None:
         iv = m.get("interval") or {}
         half = 0.5 * (c["ppl_increase_hi"] - c["ppl_increase_lo"]) * 100

@@ -26,6 +26,13 @@ def _budget_sentence(cal: dict, pf: dict) -> str:
                   " across its whole interval" if lo > budget else
                   " on its point estimate, and its interval holds the budget (this sample cannot tell)")
     bound = f" at {conf:.0%} confidence" if conf else ""
+    m = (pf.get("calibration") or {}).get("measured") or {}
+    if targets.get("budget_scope") == "heldout" and m.get("heldout_upper_bound") is not None:
+        return (f" The budget was to hold on documents the search did not see: leave-documents-out "
+                f"({m['transfer']['folds_by']}) put a margin of {m['margin'] * 100:.2f} pp on it, so the search "
+                f"accepted at {m['searched_budget']:.2%}{bound} on the calibration text, with a held-out estimate of "
+                f"{m['heldout_estimate']:+.2%} (prediction bound {m['heldout_upper_bound']:+.2%}); on the "
+                f"evaluation text the policy is {where}.")
     return (f" The budget was met on the calibration text{bound}; that is a guarantee there only, and on the "
             f"evaluation text the policy is {where}.")
 

@@ -54,6 +54,8 @@ class CalibrationJob:
     cfg: Any  # the CalibrateConfig (calibrate's api sits above the rules)
     window: WindowConfig
     progress: bool = False
+    calibration_ids: torch.Tensor | None = None  # [T] every calibration token the statistics recorded
+    documents: torch.Tensor | None = None  # [T] the document of each (None: one document)
 
 
 @dataclass(frozen=True)
