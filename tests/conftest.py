@@ -21,5 +21,5 @@ def pytest_collection_modifyitems(config, items):
         skips["vllm"] = pytest.mark.skip(reason="needs vLLM (pip install 'adaptk[vllm]'; .ci/run builds .venv-vllm)")
     for item in items:
         for marker, skip in skips.items():
-            if marker in item.keywords:
+            if item.get_closest_marker(marker) is not None:  # a marker, not a folder named so
                 item.add_marker(skip)
