@@ -79,7 +79,7 @@ class _State:
             self._layers = served.served_layers(model)
         return self._layers
 
-    def router(self, prefix: str, num_experts: int, top_k: int) -> LayerRouter:
+    def router(self, prefix: str, num_experts: int, top_k: int, count_kept: bool) -> LayerRouter:
         layer = self.layers().get(served.decoder_layer(prefix))
         if layer is None or (layer.num_experts, layer.native_k) != (num_experts, top_k):
             raise UnsupportedModelError(
@@ -91,7 +91,7 @@ class _State:
                                self.metrics() if _tp_rank() == 0 else None, self.cfg.interval)
         monitor.declare()
         self.monitors[prefix] = monitor
-        return LayerRouter(self.policy, monitor, count_kept=not _on_cpu())
+        return LayerRouter(self.policy, monitor, count_kept)
 
     def metrics(self) -> Metrics:
         if self._metrics is None:
@@ -142,7 +142,15 @@ def _wrap_factory(original):
                 raise UnsupportedModelError(f"vLLM's MoE layer {prefix!r} sets {name}={given[name]!r}: adaptk's "
                                             "vLLM plugin routes softmax top-k layers only")
         assert _STATE is not None
-        given["custom_routing_function"] = _STATE.router(prefix, given["num_experts"], given["top_k"])
+        if _STATE.policy is not None and given.get("quant_config") is not None and _on_cpu():
+            raise UnsupportedModelError(f"vLLM's MoE layer {prefix!r} is quantized: adaptk runs the kept pairs only "
+                                        "through vLLM's unquantized CPU experts; serve an unquantized checkpoint, "
+                                        "or use ADAPTK_MONITOR=1 alone")
+        # the unquantized CPU experts count their rows (our kernel wrapper); elsewhere the kept slots
+        # are what the kernel runs (monitor only: all of them)
+        ours = _on_cpu() and given.get("quant_config") is None
+        given["custom_routing_function"] = _STATE.router(prefix, given["num_experts"], given["top_k"],
+                                                         count_kept=not ours)
         return original(*bound.args, **bound.kwargs)
 
     factory.__adaptk_original__ = original
