@@ -1,5 +1,5 @@
-"""Prefill and decode tokens/s of vLLM: plain, with adaptk FixedTopK at the native k, and with an
-entropy policy, side by side in one run (each configuration in its own vLLM process, in turn).
+"""Prefill and decode tokens/s of vLLM: plain, adaptk monitor-only, adaptk FixedTopK at the native k,
+and an entropy policy, side by side in one run (each configuration in its own vLLM process, in turn).
 
     python docs/scripts/vllm_bench.py --model default --dtype float32 --prompt-tokens 256
     python docs/scripts/vllm_bench.py --mixtral-shaped /tmp/mixtral-shaped --layers 2 --dtype float32
@@ -103,7 +103,7 @@ def _policies(model: str, alpha: float, out: Path) -> dict[str, str | None]:
     meta = served.meta_model(AutoConfig.from_pretrained(model))
     layers = served.served_layers(meta)
     n, k = next(iter(layers.values())).num_experts, next(iter(layers.values())).native_k
-    found = {"plain": None}
+    found = {"plain": None, "monitor": "monitor"}
     for name, policy in (("fixed", FixedTopK(k)), ("entropy", EntropyThreshold.from_fractions([1, k], [alpha], n))):
         found[name] = str(save_policy_file(make_policy_file(meta, policy, {"strategy": "manual"}),
                                            out / f"{name}.json", overwrite=True))
@@ -139,7 +139,9 @@ def main() -> None:
             env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTK_")}
             env.update(VLLM_CPU_KVCACHE_SPACE=env.get("VLLM_CPU_KVCACHE_SPACE", "2"),
                        VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CACHE_ROOT=str(Path(tmp) / "cache"))
-            if policy is not None:
+            if policy == "monitor":
+                env["ADAPTK_MONITOR"] = "1"
+            elif policy is not None:
                 env["ADAPTK_POLICY"] = policy
             cmd = [sys.executable, __file__, "--worker", "--model", args.model, "--dtype", args.dtype,
                    "--prompt-tokens", str(args.prompt_tokens), "--decode-tokens", str(args.decode_tokens),

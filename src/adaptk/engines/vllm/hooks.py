@@ -138,7 +138,8 @@ def _wrap_factory(original):
         given = bound.arguments
         prefix = given.get("prefix", "")
         for name, native in _UNSUPPORTED.items():
-            if given.get(name, native) is not native and given.get(name, native) != native:
+            value = given.get(name, native)
+            if value is not native and (native is None or value != native):  # None: any value is unsupported
                 raise UnsupportedModelError(f"vLLM's MoE layer {prefix!r} sets {name}={given[name]!r}: adaptk's "
                                             "vLLM plugin routes softmax top-k layers only")
         assert _STATE is not None
