@@ -68,3 +68,16 @@ def test_entropy_histogram_equals_observing_each_token():
         assert ours == ref_reg.get_sample_value("ref_bucket", {"le": le}), le
     assert reg.get_sample_value("adaptk_routing_entropy_normalized_sum", {"layer": "0"}) == pytest.approx(
         ref_reg.get_sample_value("ref_sum"), rel=1e-5)
+
+
+def test_nonfinite_logits_are_counted():
+    reg = prometheus_client.CollectorRegistry()
+    monitor = LayerMonitor(0, "m", 8, 2, 2, Metrics(reg), interval=0)
+    logits = torch.randn(6, 8)
+    logits[1, 3] = float("nan")
+    logits[4, 0] = float("inf")
+    r = route(None, logits, layer=0, native_k=2, renormalize=True)
+    monitor.record(r.selection, logits)
+    monitor.add_rows(torch.zeros(8, dtype=torch.long))
+    assert monitor.report().nonfinite_tokens == 2
+    assert _value(reg, "adaptk_routing_nonfinite_tokens_total", layer="0") == 2
