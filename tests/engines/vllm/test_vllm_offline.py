@@ -17,10 +17,10 @@ RUN = Path(__file__).with_name("vllm_run.py")
 PROMPTS = ["The old man said", "In the beginning"]
 
 
-def _run(tmp_path, **env):
+def _run(tmp_path, model=None, **env):
     full = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTK_")}
     full.update(VLLM_CACHE_ROOT=str(tmp_path / "vllm-cache"), VLLM_CPU_KVCACHE_SPACE="1", **env)
-    proc = subprocess.run([sys.executable, str(RUN), str(default_model_path()), *PROMPTS], env=full,
+    proc = subprocess.run([sys.executable, str(RUN), str(model or default_model_path()), *PROMPTS], env=full,
                           capture_output=True, text=True, timeout=400)
     result = next((line for line in proc.stdout.splitlines() if line.startswith("RESULT ")), None)
     return proc, (json.loads(result[len("RESULT "):]) if result else None)
