@@ -20,6 +20,7 @@ from adaptk.calibrate.match import MatchResult, match_avg_k
 from adaptk.calibrate.policy_file import (
     FORMAT_VERSION,
     PolicyFile,
+    check_fits,
     check_policy_out,
     load_policy,
     load_policy_file,
@@ -53,7 +54,7 @@ from adaptk.calibrate.transfer import (
 __all__ = [
     "BUDGET_SCOPES", "FORMAT_VERSION", "STRATEGIES", "BudgetNotMetError", "CalibrateConfig", "CalibrationError",
     "CalibrationOutcome", "LayerRouting", "MatchResult", "PolicyFile", "PolicyFileError", "QualityBudget",
-    "RouterRecorder", "RouterStats", "bisect", "calibrate", "check_policy_out", "collect_router_stats",
+    "RouterRecorder", "RouterStats", "bisect", "calibrate", "check_fits", "check_policy_out", "collect_router_stats",
     "data_fingerprint", "default_k_values", "entropy_for_avg_k", "heldout_constrained", "layer_k", "layer_sensitivity_weights",
     "leave_documents_out", "load_policy", "load_policy_file", "make_policy_file", "match_avg_k", "model_fingerprint",
     "quality_constrained", "quality_summary", "ratio_skip_for_avg_k", "ratio_skip_median", "save_policy_file", "simulated_avg_k",

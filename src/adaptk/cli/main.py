@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("adaptk.cli.report", "render the HTML/Markdown/PNG report from evaluation JSON"),
     "bench": ("adaptk.cli.bench", "time MoE layers and models, fixed vs adaptive k, side by side"),
     "monitor": ("adaptk.cli.monitor", "routing health and drift of a model on some text"),
+    "serve": ("adaptk.cli.serve", "vLLM's OpenAI-compatible server routing through a policy, health on /metrics"),
 }
 
 
