@@ -35,7 +35,7 @@ def test_word_pool_and_code_lines():
     doc = "# file: a.py\n" + "#" * MIN_CONTEXT_CHARS + "\n\n    x = 1\n" + "y" * 101 + "\nreturn x\n"
     lines = code_lines(doc)
     assert [c.text for c in lines] == ["    x = 1", "return x"]  # blank, header and over-long lines left out
-    assert doc[lines[0].offset:].startswith("    x = 1\n")
+    assert doc[lines[0].offset:].startswith("\n    x = 1\n") and lines[0].prefix == "\n"
 
 
 def test_pick_distractors_by_hand():

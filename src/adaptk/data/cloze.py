@@ -6,8 +6,8 @@ of the continuation's token log-likelihoods, ``adaptk.measure.choice``):
 - ``last_word`` (prose: the novels, WikiText): the last word of a sentence (a word of 3+
   letters right before ``.``, ``!`` or ``?``; WikiText's `` .`` too) given all the document
   before it, against ``n_choices - 1`` other words of the same document.
-- ``next_line`` (source code: stdlib): the next non-blank line of a file given the file before
-  it, against other lines of the same file.
+- ``next_line`` (source code: stdlib): the next non-blank line of a file (with the newline
+  before it) given the file before it, against other lines of the same file.
 
 Distractors are the candidates closest in ``length`` to the true continuation (by default its
 characters; the CLI passes its token count, so that a sum of log-likelihoods does not simply
@@ -76,12 +76,15 @@ def word_pool(doc: str) -> list[str]:
 
 def code_lines(doc: str) -> list[Candidate]:
     """Every non-blank line of ``doc`` of at most ``MAX_LINE_CHARS`` characters (without its newline)
-    that has at least ``MIN_CONTEXT_CHARS`` before it; a line starting ``# file:`` is a header, never used."""
+    that has at least ``MIN_CONTEXT_CHARS`` before it; a line starting ``# file:`` is a header, never used.
+    The newline that ends the line before is the prefix of the continuation: a byte-level BPE merges
+    it with the indentation that follows (``"\\n   "``), so context and choice split where the model's
+    own tokens do."""
     out, pos = [], 0
     for line in doc.splitlines(keepends=True):
         text = line.rstrip("\r\n")
         if text.strip() and len(text) <= MAX_LINE_CHARS and not text.startswith("# file:") and pos >= MIN_CONTEXT_CHARS:
-            out.append(Candidate(pos, text))
+            out.append(Candidate(pos - 1, text, "\n"))
         pos += len(line)
     return out
 

@@ -75,8 +75,11 @@ def downstream_section(model: nn.Module, task: DownstreamTask, runs: Sequence[tu
                        cfg: IntervalConfig, *, progress: bool = False, batch_size: int = 16) -> dict:
     """Score every run (name, budget fraction, policy, its perplexity-run fields) on the task's items;
     the first run is the reference (native top-k) of every difference."""
+    import time
+
     from tqdm.auto import tqdm
 
+    t0 = time.perf_counter()
     correct: dict[str, torch.Tensor] = {}
     rows = []
     for name, budget, policy, fields in tqdm(runs, desc="downstream", disable=not progress):
@@ -94,4 +97,5 @@ def downstream_section(model: nn.Module, task: DownstreamTask, runs: Sequence[tu
                      "distinguishable": diff.excludes_zero()})
     return {"task": task.name, "source": task.source, "items": len(task.items), "choices": task.n_choices,
             "chance": 1.0 / task.n_choices, "interval": {"method": cfg.method, "level": cfg.level,
-                                                         "accuracy": "wilson"}, "rows": rows}
+                                                         "accuracy": "wilson"},
+            "policies_scored": len(correct), "seconds": time.perf_counter() - t0, "rows": rows}
