@@ -1,6 +1,6 @@
 """Batched choice scoring (context once, KV cache repeated per choice) against a plain loop of
 full forward passes, one (context, choice) at a time; and the accuracy intervals against plain
-references (a Python-loop bootstrap, the textbook Wilson and paired-normal formulas)."""
+references (the Wilson formula, Newcombe's paired interval from the 2x2 counts, coverage)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import torch
 from tiny_models import tiny_model
 
 from adaptk.engines.transformers.patch import patch
-from adaptk.measure import IntervalConfig, IntervalError
+from adaptk.measure import IntervalError
 from adaptk.measure.accuracy import accuracy_difference, accuracy_interval
 from adaptk.measure.choice import ChoiceError, TokenItem, accuracy, choice_loglikelihoods, encode_items
-from adaptk.measure.intervals import resample_indices
 from adaptk.routing import FixedTopK
 
 
@@ -80,20 +79,49 @@ def test_wilson_interval_by_hand():
     assert accuracy_interval([1, 1, 1]).hi == 1.0
 
 
+def _newcombe_by_hand(a, b, z=1.959963984540054):
+    """Newcombe's method 10 from the 2x2 counts, in plain Python (Wilson limits by their formula)."""
+    n = len(a)
+    t = [[0, 0], [0, 0]]  # t[a right][b right]
+    for x, y in zip(a, b):
+        t[int(x)][int(y)] += 1
+    def wilson(k):
+        p = k / n
+        c, h = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return p, c - h, c + h
+    (p1, l1, u1), (p2, l2, u2) = wilson(t[1][1] + t[1][0]), wilson(t[1][1] + t[0][1])
+    den = (t[1][1] + t[1][0]) * (t[0][1] + t[0][0]) * (t[1][1] + t[0][1]) * (t[1][0] + t[0][0])
+    phi = (t[1][1] * t[0][0] - t[1][0] * t[0][1]) / math.sqrt(den) if den else 0.0
+    d = p1 - p2
+    return (d, d - math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2),
+            d + math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+
+
 def test_paired_difference_against_references():
     rng = np.random.default_rng(3)
     a = (rng.random(60) < 0.6).astype(float)
     b = np.where(rng.random(60) < 0.8, a, 1 - a)  # paired: mostly the same items right
-    cfg = IntervalConfig(n_boot=500, seed=4)
-    iv = accuracy_difference(torch.tensor(a), torch.tensor(b), cfg)
-    draws = resample_indices(60, 500, 4)
-    means = sorted(sum(a[j] - b[j] for j in row) / 60 for row in draws)
+    iv = accuracy_difference(torch.tensor(a), torch.tensor(b))
+    assert (iv.estimate, iv.lo, iv.hi) == pytest.approx(_newcombe_by_hand(a.tolist(), b.tolist()))
     assert iv.estimate == pytest.approx(a.mean() - b.mean())
-    assert (iv.lo, iv.hi) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
-    se = np.std(a - b, ddof=1) / math.sqrt(60)
-    iv2 = accuracy_difference(a, b, IntervalConfig(method="block_se"))
-    assert (iv2.lo, iv2.hi) == pytest.approx((iv.estimate - 1.959964 * se, iv.estimate + 1.959964 * se))
-    same = accuracy_difference(a, a, cfg)
-    assert same.lo == same.hi == 0.0 and not same.excludes_zero()
+    same = accuracy_difference(a, a)
+    assert same.lo < 0 < same.hi and not same.excludes_zero() and same.hi - same.lo < 0.05
+    few = np.r_[np.ones(5), np.zeros(1), np.ones(50)], np.r_[np.zeros(5), np.ones(1), np.ones(50)]
+    assert not accuracy_difference(*few).excludes_zero()  # 5 vs 1 discordant items: McNemar p = 0.22
     with pytest.raises(IntervalError, match="same items"):
         accuracy_difference(a, a[:5])
+
+
+def test_paired_difference_coverage():
+    """Coverage on paired data with a known difference (0.05): close to the 95% promised."""
+    rng = np.random.default_rng(0)
+    hits, n = 0, 150
+    for _ in range(400):
+        u = rng.random(n)
+        a, b = u < 0.55, u < 0.50  # P(a) - P(b) = 0.05, strongly paired
+        flip = rng.random(n) < 0.15  # some items b gets right independently of a
+        b = np.where(flip, rng.random(n) < 0.5, b)
+        truth = 0.55 - (0.85 * 0.50 + 0.15 * 0.5)
+        iv = accuracy_difference(a, b)
+        hits += iv.lo <= truth <= iv.hi
+    assert 0.92 <= hits / 400 <= 0.985

@@ -4,7 +4,7 @@ Items come from the test split of the evaluation text (``adaptk.data.cloze``: la
 for prose, next-line choice for source code). Native top-k, the calibrated policy and every
 policy the side-by-side sweep fitted (its rows keep each policy's parameters, so they are
 rebuilt here, not refitted) score the same items (``adaptk.measure.choice``); each accuracy
-carries its Wilson interval and each difference to native its paired interval over the items
+carries its Wilson interval and each difference to native Newcombe's paired score interval
 (``adaptk.measure.accuracy``). The average k and compute next to an accuracy are those the same
 policy had on the perplexity tokens.
 """
@@ -89,13 +89,17 @@ def downstream_section(model: nn.Module, task: DownstreamTask, runs: Sequence[tu
                 correct[key] = accuracy(choice_loglikelihoods(model, task.items, batch_size=batch_size), task.items)
         c = correct[key]
         ref = correct[_key(runs[0][2])]
-        acc, diff = accuracy_interval(c, cfg.level), accuracy_difference(c, ref, cfg)
-        rows.append({"rule": name, "budget_fraction": budget, "average_k": fields.get("average_k", fields.get("eval_avg_k")),
-                     **{k: fields[k] for k in CARRIED if k in fields},
-                     "accuracy": acc.estimate, "accuracy_lo": acc.lo, "accuracy_hi": acc.hi,
-                     "accuracy_difference": diff.estimate, "difference_lo": diff.lo, "difference_hi": diff.hi,
-                     "distinguishable": diff.excludes_zero()})
+        acc = accuracy_interval(c, cfg.level)
+        row = {"rule": name, "budget_fraction": budget, "average_k": fields.get("average_k", fields.get("eval_avg_k")),
+               **{k: fields[k] for k in CARRIED if k in fields},
+               "accuracy": acc.estimate, "accuracy_lo": acc.lo, "accuracy_hi": acc.hi,
+               "accuracy_difference": 0.0, "difference_lo": None, "difference_hi": None, "distinguishable": False}
+        if rows:  # the reference itself has no difference to show
+            diff = accuracy_difference(c, ref, cfg.level)
+            row.update(accuracy_difference=diff.estimate, difference_lo=diff.lo, difference_hi=diff.hi,
+                       distinguishable=diff.excludes_zero())
+        rows.append(row)
     return {"task": task.name, "source": task.source, "items": len(task.items), "choices": task.n_choices,
-            "chance": 1.0 / task.n_choices, "interval": {"method": cfg.method, "level": cfg.level,
-                                                         "accuracy": "wilson"},
+            "chance": 1.0 / task.n_choices, "interval": {"level": cfg.level, "accuracy": "wilson",
+                                                         "difference": "newcombe paired score (method 10)"},
             "policies_scored": len(correct), "seconds": time.perf_counter() - t0, "rows": rows}
