@@ -13,7 +13,7 @@ from tiny_models import tiny_model
 
 from adaptk.engines.transformers.patch import patch
 from adaptk.measure import IntervalError
-from adaptk.measure.accuracy import accuracy_difference, accuracy_interval
+from adaptk.measure.accuracy import accuracy_difference, accuracy_interval, mcnemar
 from adaptk.measure.choice import ChoiceError, TokenItem, accuracy, choice_loglikelihoods, encode_items
 from adaptk.routing import FixedTopK
 
@@ -108,6 +108,8 @@ def test_paired_difference_against_references():
     assert same.lo < 0 < same.hi and not same.excludes_zero() and same.hi - same.lo < 0.05
     few = np.r_[np.ones(5), np.zeros(1), np.ones(50)], np.r_[np.zeros(5), np.ones(1), np.ones(50)]
     assert not accuracy_difference(*few).excludes_zero()  # 5 vs 1 discordant items: McNemar p = 0.22
+    assert mcnemar(*few) == {"only_a": 5, "only_b": 1, "p": pytest.approx(2 * 7 / 64)}  # 2 P(X <= 1), X ~ B(6, 1/2)
+    assert mcnemar(a, a)["p"] == 1.0 and mcnemar([1, 1, 1, 1], [0, 0, 0, 0])["p"] == pytest.approx(2 / 16)
     with pytest.raises(IntervalError, match="same items"):
         accuracy_difference(a, a[:5])
 

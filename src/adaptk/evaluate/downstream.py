@@ -24,7 +24,7 @@ from adaptk.data.cloze import build_items
 from adaptk.engines.transformers.patch import patch
 from adaptk.errors import PolicyError
 from adaptk.measure import IntervalConfig
-from adaptk.measure.accuracy import accuracy_difference, accuracy_interval
+from adaptk.measure.accuracy import accuracy_difference, accuracy_interval, mcnemar
 from adaptk.measure.choice import TokenItem, accuracy, choice_loglikelihoods, encode_items
 from adaptk.routing import Policy, policy_from_dict
 
@@ -96,8 +96,10 @@ def downstream_section(model: nn.Module, task: DownstreamTask, runs: Sequence[tu
                "accuracy_difference": 0.0, "difference_lo": None, "difference_hi": None, "distinguishable": False}
         if rows:  # the reference itself has no difference to show
             diff = accuracy_difference(c, ref, cfg.level)
+            test = mcnemar(c, ref)
             row.update(accuracy_difference=diff.estimate, difference_lo=diff.lo, difference_hi=diff.hi,
-                       distinguishable=diff.excludes_zero())
+                       distinguishable=diff.excludes_zero(), right_only_here=test["only_a"],
+                       right_only_native=test["only_b"], mcnemar_p=test["p"])
         rows.append(row)
     return {"task": task.name, "source": task.source, "items": len(task.items), "choices": task.n_choices,
             "chance": 1.0 / task.n_choices, "interval": {"level": cfg.level, "accuracy": "wilson",

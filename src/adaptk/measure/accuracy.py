@@ -57,3 +57,17 @@ def accuracy_difference(a_correct, b_correct, level: float = 0.95) -> Interval:
     down = math.sqrt(max(0.0, (pa - ia.lo) ** 2 - 2 * phi * (pa - ia.lo) * (ib.hi - pb) + (ib.hi - pb) ** 2))
     up = math.sqrt(max(0.0, (ia.hi - pa) ** 2 - 2 * phi * (ia.hi - pa) * (pb - ib.lo) + (pb - ib.lo) ** 2))
     return Interval(est, est - down, est + up, level, "newcombe", n)
+
+
+def mcnemar(a_correct, b_correct) -> dict:
+    """The exact McNemar test of two runs on the same items: the discordant counts (right only in
+    a, right only in b) and the two-sided binomial p-value of their split under "no difference"."""
+    a, b = _as_array(a_correct) > 0.5, _as_array(b_correct) > 0.5
+    if a.shape != b.shape:
+        raise IntervalError(f"runs a and b score {len(a)} and {len(b)} items; pair runs of the same items")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    from scipy.stats import binom
+
+    n = only_a + only_b
+    p = min(1.0, 2 * float(binom.cdf(min(only_a, only_b), n, 0.5))) if n else 1.0
+    return {"only_a": only_a, "only_b": only_b, "p": p}

@@ -126,8 +126,15 @@ def downstream(r: dict):
             [[x["rule"], fmt(x["budget_fraction"], 2), fmt(x.get("average_k")), fmt(x.get("compute_fraction")),
               increase(x), f"{x['accuracy'] * 100:.1f}% [{x['accuracy_lo'] * 100:.1f}, {x['accuracy_hi'] * 100:.1f}]",
               "-" if i == 0 else _pp(x["accuracy_difference"], x["difference_lo"], x["difference_hi"]),
-              "-" if i == 0 else ("differs" if x["distinguishable"] else "not distinguishable")]
+              "-" if i == 0 else _verdict(x)]
              for i, x in enumerate(d["rows"])])
+
+
+def _verdict(x: dict) -> str:
+    word = "differs" if x["distinguishable"] else "not distinguishable"
+    if x.get("mcnemar_p") is None:
+        return word
+    return f"{word} ({x['right_only_here']} vs {x['right_only_native']} items, McNemar p {x['mcnemar_p']:.2g})"
 
 
 SECTIONS = [("Headline", headline), ("Entropy distribution (§5.2)", entropy),
@@ -148,7 +155,8 @@ NOTES = {
     "Downstream accuracy at matched k": "Multiple choice among 4 built from the evaluation text's test split "
     "(last word of a sentence for prose, next line for code; distractors from the same document, matched in "
     "token count), the choice of highest summed log-likelihood. Accuracy with its 95% Wilson interval; the "
-    "difference to native top-k on the same items with its 95% paired interval over the items. Average k, "
+    "difference to native top-k on the same items with Newcombe's 95% paired score interval, and the items only "
+    "this run or only native gets right with the exact McNemar p-value of that split. Average k, "
     "compute and perplexity increase are the same policy's on the perplexity tokens.",
     "The paper's token claims, tested (§6.4)": "Two-sided Mann-Whitney U tests of the low-k against the high-k "
     "quarter of tokens; rank-biserial r < 0: low-k tokens tend to have the lower value. A claim is supported or "
