@@ -91,6 +91,13 @@ def test_cli_downstream(tmp_path, capsys):
     assert [x["rule"] for x in d["rows"]] == ["native top-k", "calibrated"]  # no sweep: native and calibrated only
     assert "downstream next_line" in printed and f"native {d['rows'][0]['accuracy']:.1%}" in printed
     md = (out / "summary.md").read_text()
-    assert "Downstream accuracy at matched k" in md and "Wilson" in md
+    assert "Downstream accuracy at matched k" in md and "Wilson" in md and "McNemar p" in md
+    from adaptk.evaluate.summary import downstream_line
+    from adaptk.report.tables import downstream
+
+    for x in d["rows"]:  # results of the first downstream version (no McNemar test) still render
+        for k in ("mcnemar_p", "right_only_here", "right_only_native"):
+            x.pop(k, None)
+    assert "McNemar" not in downstream_line(d) and "McNemar" not in str(downstream(r))
     assert main(["evaluate", "--model", model, "--text-file", str(text), *SMALL, "--sections", "downstream",
                  "--downstream-items", "0", "--out", str(tmp_path / "x")]) == 2

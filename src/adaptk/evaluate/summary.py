@@ -26,7 +26,8 @@ def downstream_line(d: dict) -> str:
     cal = next(x for x in rows if x["rule"] == "calibrated")
     line = (f"downstream {d['task']} on {d['source']} ({d['items']} items, chance {d['chance']:.0%}): native "
             f"{rows[0]['accuracy']:.1%}, calibrated {cal['accuracy']:.1%} ({cal['accuracy_difference'] * 100:+.1f} pp "
-            f"[{cal['difference_lo'] * 100:.1f}, {cal['difference_hi'] * 100:.1f}] paired, McNemar p {cal['mcnemar_p']:.2g})")
+            f"[{cal['difference_lo'] * 100:.1f}, {cal['difference_hi'] * 100:.1f}] paired"
+            + (f", McNemar p {cal['mcnemar_p']:.2g})" if cal.get("mcnemar_p") is not None else ")"))
     sweep = rows[2:]
     if sweep:
         line += f"; sweep policies that differ from native: {sum(x['distinguishable'] for x in sweep)} of {len(sweep)}"
