@@ -70,7 +70,7 @@ def test_pipeline_scores_every_run_on_the_same_items():
         assert x["accuracy_lo"] <= x["accuracy"] <= x["accuracy_hi"]
         assert x["difference_lo"] <= x["accuracy_difference"] <= x["difference_hi"]
         assert x["accuracy_difference"] == pytest.approx(x["accuracy"] - native["accuracy"])
-        assert x["distinguishable"] == (x["difference_lo"] > 0 or x["difference_hi"] < 0)
+        assert x["distinguishable"] == ((x["difference_lo"] > 0 or x["difference_hi"] < 0) and x["mcnemar_p"] < 0.05)
         assert x["right_only_here"] - x["right_only_native"] == round(x["accuracy_difference"] * d["items"])
     with pytest.raises(CalibrationError, match="needs its items"):
         run_evaluation(model, ids[:192], ids[192:], cfg, progress=False)

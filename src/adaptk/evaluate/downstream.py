@@ -98,7 +98,8 @@ def downstream_section(model: nn.Module, task: DownstreamTask, runs: Sequence[tu
             diff = accuracy_difference(c, ref, cfg.level)
             test = mcnemar(c, ref)
             row.update(accuracy_difference=diff.estimate, difference_lo=diff.lo, difference_hi=diff.hi,
-                       distinguishable=diff.excludes_zero(), right_only_here=test["only_a"],
+                       distinguishable=diff.excludes_zero() and test["p"] < 1 - cfg.level,
+                       right_only_here=test["only_a"],
                        right_only_native=test["only_b"], mcnemar_p=test["p"])
         rows.append(row)
     return {"task": task.name, "source": task.source, "items": len(task.items), "choices": task.n_choices,

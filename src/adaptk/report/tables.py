@@ -156,7 +156,8 @@ NOTES = {
     "(last word of a sentence for prose, next line for code; distractors from the same document, matched in "
     "token count), the choice of highest summed log-likelihood. Accuracy with its 95% Wilson interval; the "
     "difference to native top-k on the same items with Newcombe's 95% paired score interval, and the items only "
-    "this run or only native gets right with the exact McNemar p-value of that split. Average k, "
+    "this run or only native gets right with the exact McNemar p-value of that split; a run differs from native "
+    "only where the interval excludes 0 and p < 0.05. Average k, "
     "compute and perplexity increase are the same policy's on the perplexity tokens.",
     "The paper's token claims, tested (§6.4)": "Two-sided Mann-Whitney U tests of the low-k against the high-k "
     "quarter of tokens; rank-biserial r < 0: low-k tokens tend to have the lower value. A claim is supported or "
