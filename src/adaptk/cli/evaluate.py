@@ -37,7 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "when its folder records one)")
     parser.add_argument("--stride", type=int, default=None, help="perplexity stride (tokens; default half the window)")
     parser.add_argument("--sections", default="sensitivity,granularity,tokens,pareto",
-                        help="extra tables to compute, comma-separated (empty: headline only)")
+                        help="extra tables to compute, comma-separated (empty: headline only); 'downstream' adds "
+                             "multiple-choice accuracy at matched k on items of the evaluation text's test split")
+    parser.add_argument("--downstream-items", type=int, default=200,
+                        help="downstream: items built from the test split (spread over its documents)")
+    parser.add_argument("--downstream-task", choices=("auto", "last_word", "next_line"), default="auto",
+                        help="downstream: last-word choice (prose) or next-line choice (code); auto: next_line for "
+                             "stdlib and .py files, else last_word")
     parser.add_argument("--fractions", type=C.float_list, default=(0.9, 0.75, 0.6),
                         help="Pareto budgets as fractions of native k")
     parser.add_argument("--match-on", choices=("calib", "eval"), default="eval",
@@ -105,9 +111,31 @@ def run(args: argparse.Namespace) -> int:
         calib_ids, calib_docs, calib_src = C.text_sample(args, "calib_", tok, args.calib_tokens, piece)
     meta = {"model_name": path, "calib_source": calib_src, "eval_source": eval_src, "sample": args.sample,
             "command": "adaptk evaluate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else None}
+    task = downstream_task(args, tok, cfg.window) if "downstream" in sections else None
     results = run_evaluation(model, calib_ids, eval_ids, cfg, meta=meta, progress=not args.no_progress,
-                             policy_file=policy_file, calib_documents=calib_docs)
+                             policy_file=policy_file, calib_documents=calib_docs, downstream=task)
     out = write_report(results, args.out, overwrite=args.overwrite)
     print(short_table(results))
     print(f"report: {out}/report.html (JSON: {out}/results.json) in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def downstream_task(args: argparse.Namespace, tokenizer, window: int):
+    """The downstream items of the evaluation text's test split (a text file: its last 5% of lines)."""
+    from adaptk.data import text_file_splits
+    from adaptk.data.cloze import task_for
+    from adaptk.errors import AdaptkError
+    from adaptk.evaluate.downstream import build_task
+    from adaptk.loading.model import encode, load_documents
+
+    if args.downstream_items < 1:
+        raise AdaptkError(f"--downstream-items must be >= 1, got {args.downstream_items}")
+    if args.text_file:
+        docs, source = text_file_splits([args.text_file], "test").documents, f"file:{args.text_file} (test part)"
+        auto = "next_line" if str(args.text_file).endswith(".py") else "last_word"
+    else:
+        docs, source = load_documents(corpus=args.corpus, split="test", dataset=args.dataset)
+        auto = "last_word" if args.dataset else task_for(args.corpus)
+    task = auto if args.downstream_task == "auto" else args.downstream_task
+    return build_task(docs, task, lambda s: encode(tokenizer, s).tolist(), window=window,
+                      n_items=args.downstream_items, source=source)

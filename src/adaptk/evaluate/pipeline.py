@@ -32,6 +32,7 @@ from adaptk.calibrate import (
 )
 from adaptk.engines.transformers.patch import patch
 from adaptk.evaluate import analysis as A
+from adaptk.evaluate.downstream import DownstreamTask, downstream_section, sweep_policies
 from adaptk.evaluate.evidence import increase_fields
 from adaptk.evaluate.sweep import SweepConfig, pareto_sweep
 from adaptk.measure import (
@@ -45,7 +46,9 @@ from adaptk.routing import FixedTopK, Policy
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("sensitivity", "granularity", "tokens", "pareto")
+DEFAULT_SECTIONS = ("sensitivity", "granularity", "tokens", "pareto")
+# "downstream" (multiple-choice accuracy at matched k) scores every run again on its items: asked for by name
+SECTIONS = (*DEFAULT_SECTIONS, "downstream")
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class EvaluateConfig:
         "quality", max_ppl_increase=0.01))
     alphas: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
     granularity_fraction: float = 0.75
-    sections: tuple[str, ...] = SECTIONS
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
     sweep: SweepConfig = field(default_factory=SweepConfig)
     # where the Pareto rules are matched in average k: the "eval" text (a compute budget only, no
     # quality is fitted on it; rules then compare within 1% of the same k) or the "calib" tokens
@@ -107,10 +110,15 @@ def granularity_sets(native: int, num_experts: int) -> list[tuple[int, ...]]:
 @torch.no_grad()
 def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Tensor, cfg: EvaluateConfig,
                    *, meta: dict | None = None, progress: bool = True, policy: Policy | None = None,
-                   policy_file: PolicyFile | None = None, calib_documents: torch.Tensor | None = None) -> dict:
+                   policy_file: PolicyFile | None = None, calib_documents: torch.Tensor | None = None,
+                   downstream: DownstreamTask | None = None) -> dict:
     """Calibrate on calib_ids [Lc] (``calib_documents`` [Lc]: the document of each token, which the
     held-out budget scope folds by), evaluate on eval_ids [Le]; returns the results dict. A
-    ``policy`` (or a loaded ``policy_file``, whose calibration record is kept) is evaluated instead."""
+    ``policy`` (or a loaded ``policy_file``, whose calibration record is kept) is evaluated instead.
+    The ``downstream`` section scores the items of ``downstream`` (``adaptk.evaluate.downstream.build_task``)."""
+    if "downstream" in cfg.sections and downstream is None:
+        raise CalibrationError("the downstream section needs its items: build them with "
+                               "adaptk.evaluate.downstream.build_task and pass downstream=...")
     t0 = time.perf_counter()
     calib_ids, eval_ids = calib_ids.reshape(-1)[: cfg.calib_tokens], eval_ids.reshape(-1)[: cfg.eval_tokens]
     fp = model_fingerprint(model)
@@ -215,6 +223,12 @@ def run_evaluation(model: nn.Module, calib_ids: torch.Tensor, eval_ids: torch.Te
         out["pareto"]["baseline_ppl"] = base.ppl.ppl
         out["pareto"]["layer_weights"] = weights
         out["pareto"]["matched_on"] = cfg.match_on
+
+    # 8. downstream accuracy of native, calibrated and every sweep policy on the same items
+    if "downstream" in cfg.sections:
+        runs = [("native top-k", 1.0, FixedTopK(native), out["baseline"]), ("calibrated", None, policy, out["calibrated"])]
+        runs += [(r["rule"], r["budget_fraction"], p, r) for r, p in sweep_policies(out.get("pareto"))]
+        out["downstream"] = downstream_section(model, downstream, runs, cfg.intervals, progress=progress)
     out["meta"]["seconds"] = time.perf_counter() - t0
     return _clean(out)
 

@@ -21,6 +21,21 @@ def comparison_lines(sweep: dict) -> list[str]:
     return lines
 
 
+def downstream_line(d: dict) -> str:
+    """The downstream section in one line: native and calibrated accuracy, their paired difference,
+    and how many sweep policies differ from native."""
+    rows = d["rows"]
+    cal = next(x for x in rows if x["rule"] == "calibrated")
+    line = (f"downstream {d['task']} on {d['source']} ({d['items']} items, chance {d['chance']:.0%}): native "
+            f"{rows[0]['accuracy']:.1%}, calibrated {cal['accuracy']:.1%} ({cal['accuracy_difference'] * 100:+.1f} pp "
+            f"[{cal['difference_lo'] * 100:.1f}, {cal['difference_hi'] * 100:.1f}] paired"
+            + (f", McNemar p {cal['mcnemar_p']:.2g})" if cal.get("mcnemar_p") is not None else ")"))
+    sweep = rows[2:]
+    if sweep:
+        line += f"; sweep policies that differ from native: {sum(x['distinguishable'] for x in sweep)} of {len(sweep)}"
+    return line
+
+
 def short_table(r: dict) -> str:
     m, b, c = r["meta"], r["baseline"], r["calibrated"]
     pol = (c.get("policy_file") or {}).get("policy")
@@ -48,4 +63,6 @@ def short_table(r: dict) -> str:
         controls = format_controls(r["pareto"])
         if controls:
             lines += ["", controls]
+    if r.get("downstream"):
+        lines.append(downstream_line(r["downstream"]))
     return "\n".join(lines)

@@ -133,12 +133,37 @@ def controls(r: dict):
              "oracle (analysis only)", "gap closed"], out)
 
 
+def _pp(est, lo, hi) -> str:
+    return f"{est * 100:+.1f} [{lo * 100:.1f}, {hi * 100:.1f}]"
+
+
+def downstream(r: dict):
+    d = r.get("downstream")
+    if not d:
+        return None
+    return (["run", "budget", "avg k", "compute", "ppl increase [95% CI]", "accuracy [95% CI]",
+             "vs native (pp) [95% CI]", "verdict"],
+            [[x["rule"], fmt(x["budget_fraction"], 2), fmt(x.get("average_k")), fmt(x.get("compute_fraction")),
+              increase(x), f"{x['accuracy'] * 100:.1f}% [{x['accuracy_lo'] * 100:.1f}, {x['accuracy_hi'] * 100:.1f}]",
+              "-" if i == 0 else _pp(x["accuracy_difference"], x["difference_lo"], x["difference_hi"]),
+              "-" if i == 0 else _verdict(x)]
+             for i, x in enumerate(d["rows"])])
+
+
+def _verdict(x: dict) -> str:
+    word = "differs" if x["distinguishable"] else "not distinguishable"
+    if x.get("mcnemar_p") is None:
+        return word
+    return f"{word} ({x['right_only_here']} vs {x['right_only_native']} items, McNemar p {x['mcnemar_p']:.2g})"
+
+
 SECTIONS = [("Headline", headline), ("Entropy distribution (§5.2)", entropy),
             ("Threshold sensitivity (§6.1)", sensitivity), ("k-value granularity (§6.2)", granularity),
             ("Layer-wise entropy and k (§6.3)", layerwise), ("Low-k vs high-k tokens (§6.4)", tokens),
             ("The paper's token claims, tested (§6.4)", token_tests),
             ("Side by side at matched average k", pareto), ("Which rules can be told apart", comparisons),
-            ("Controls at each rule's measured per-layer k shares (oracle: analysis only, no savings)", controls)]
+            ("Controls at each rule's measured per-layer k shares (oracle: analysis only, no savings)", controls),
+            ("Downstream accuracy at matched k", downstream)]
 
 # what a section's table means, printed above it
 NOTES = {
@@ -148,6 +173,13 @@ NOTES = {
     "difference of their perplexity increases in percentage points, with its 95% paired interval. A rule is "
     "called better than another only where that interval excludes 0; otherwise the two are not distinguishable "
     "on this sample, whatever their point estimates say.",
+    "Downstream accuracy at matched k": "Multiple choice among 4 built from the evaluation text's test split "
+    "(last word of a sentence for prose, next line for code; distractors from the same document, matched in "
+    "token count), the choice of highest summed log-likelihood. Accuracy with its 95% Wilson interval; the "
+    "difference to native top-k on the same items with Newcombe's 95% paired score interval, and the items only "
+    "this run or only native gets right with the exact McNemar p-value of that split; a run differs from native "
+    "only where the interval excludes 0 and p < 0.05. Average k, "
+    "compute and perplexity increase are the same policy's on the perplexity tokens.",
     "The paper's token claims, tested (§6.4)": "Two-sided Mann-Whitney U tests of the low-k against the high-k "
     "quarter of tokens; rank-biserial r < 0: low-k tokens tend to have the lower value. A claim is supported or "
     "contradicted only at p < 0.001 (the paper's level). Neighbouring tokens are not independent, so the p-values "
