@@ -80,6 +80,7 @@ class TrainConfig:
     log_every: int = 25
     ckpt_every: int = 200
     eval_batches: int = 40
+    heldout_tokens: int = 16384  # per split, the model card's spread sample (adaptk.train.heldout)
     threads: int | None = None
     progress: bool = True
     stop_after: int | None = None  # stop (with a checkpoint) after this step; continue with resume
@@ -94,7 +95,8 @@ class TrainConfig:
             raise TrainConfigError(f"unknown preset {self.preset!r}; valid presets: {', '.join(sorted(PRESETS))}")
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "text_files", tuple(str(p) for p in self.text_files))
-        for name in ("steps", "batch_size", "seq_len", "log_every", "ckpt_every", "eval_batches"):
+        for name in ("steps", "batch_size", "seq_len", "log_every", "ckpt_every", "eval_batches",
+                     "heldout_tokens"):
             if int(getattr(self, name)) < 1:
                 raise TrainConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
