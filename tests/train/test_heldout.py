@@ -56,6 +56,10 @@ def test_heldout_spec_and_short_split(default_model):
     model, tok = default_model
     with pytest.raises(TrainConfigError, match="held-out tokens"):
         HeldoutSpec(window=16, tokens=1)
+    from adaptk.train import TrainConfig
+
+    with pytest.raises(TrainConfigError, match="heldout_tokens must be >= 2"):
+        TrainConfig(heldout_tokens=1)
     assert HeldoutSpec(window=128).resolved_stride == 64
     from adaptk.data import Corpus
 

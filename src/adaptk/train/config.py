@@ -95,10 +95,12 @@ class TrainConfig:
             raise TrainConfigError(f"unknown preset {self.preset!r}; valid presets: {', '.join(sorted(PRESETS))}")
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "text_files", tuple(str(p) for p in self.text_files))
-        for name in ("steps", "batch_size", "seq_len", "log_every", "ckpt_every", "eval_batches",
-                     "heldout_tokens"):
+        for name in ("steps", "batch_size", "seq_len", "log_every", "ckpt_every", "eval_batches"):
             if int(getattr(self, name)) < 1:
                 raise TrainConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.heldout_tokens) < 2:
+            raise TrainConfigError(f"heldout_tokens must be >= 2 (tokens per split of the card's held-out sample), "
+                                   f"got {self.heldout_tokens}")
         if self.lr <= 0:
             raise TrainConfigError(f"lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0:
