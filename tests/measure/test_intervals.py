@@ -162,3 +162,28 @@ def test_perplexity_result_block_ids():
 
     r = PerplexityResult(nll=1.0, tokens=99, window=32, stride=16, seconds=1.0, token_loss=torch.zeros(99))
     assert torch.equal(r.block_ids(), token_blocks(100, WindowConfig(32, 16)))
+
+
+def test_perplexity_interval_against_brute_force():
+    """One run's perplexity: the same block draws, exp(mean loss) in plain Python, and its edges."""
+    from adaptk.measure.intervals import perplexity_interval
+
+    loss, _, blocks = _data(n_blocks=10, size=8, seed=5)
+    loss[3] = float("nan")  # an unscored position is left out of its block
+    groups = {}
+    for v, b in zip(loss.tolist(), blocks.tolist()):
+        if not math.isnan(v):
+            groups.setdefault(b, []).append(v)
+    stats = sorted(math.exp(sum(vals) / len(vals)) for row in resample_indices(10, 400, 2)
+                   for vals in [[v for i in row for v in groups[i]]])
+    iv = perplexity_interval(loss, blocks, IntervalConfig(n_boot=400, seed=2))
+    assert iv.lo == pytest.approx(float(np.quantile(stats, 0.025)), abs=1e-12)
+    assert iv.hi == pytest.approx(float(np.quantile(stats, 0.975)), abs=1e-12)
+    assert iv.estimate == pytest.approx(math.exp(float(loss.nanmean())), abs=1e-12)
+    assert iv.lo < iv.estimate < iv.hi and iv.blocks == 10
+    se = perplexity_interval(loss, blocks, IntervalConfig(method="block_se"))
+    assert se.estimate == iv.estimate and se.lo < se.estimate < se.hi
+    flat = perplexity_interval(torch.full((40,), 2.0), torch.arange(4).repeat_interleave(10))
+    assert flat.lo == pytest.approx(math.exp(2.0)) and flat.hi == pytest.approx(math.exp(2.0))
+    with pytest.raises(IntervalError, match="at least 2 blocks"):
+        perplexity_interval(loss[:8], blocks[:8])

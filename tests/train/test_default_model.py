@@ -29,3 +29,19 @@ def test_default_model_loads_with_declared_architecture():
         assert 0.15 <= layer["entropy_mean"] <= 0.9
         assert layer["dead_fraction"] == 0 and layer["load_max_over_mean"] < 2
     assert "sha256" in (path / "README.md").read_text()
+
+
+def test_default_model_card_numbers_are_the_spread_sample():
+    """The card's valid and test perplexity come from the representative sample (recomputed with
+    ``docs/scripts/refresh_card.py``), and the card is the rendering of the summary."""
+    from adaptk.train.card import render_card
+
+    path = default_model_path()
+    summary = json.loads((path / "train_summary.json").read_text())
+    for split, docs in (("valid", 28), ("test", 34)):
+        h = summary["heldout"][split]
+        assert h["sample"] == {"kind": "spread", "tokens": 16384, "budget": 16384, "piece": 1024, "seed": 0}
+        assert h["corpus"] == "stdlib" and h["documents"] == docs and (h["window"], h["stride"]) == (128, 64)
+        assert summary[f"{split}_ppl"] == h["ppl"] and h["ppl_lo"] < h["ppl"] < h["ppl_hi"]
+    assert summary["routing_eval"]["tokens"] == 40640
+    assert (path / "README.md").read_text() == render_card(summary)

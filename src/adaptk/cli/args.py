@@ -103,8 +103,10 @@ def add_sample_arg(p: argparse.ArgumentParser) -> None:
 
 
 def piece_tokens(window: int) -> int:
-    """Tokens per piece of a spread sample: long enough that most windows lie inside one piece."""
-    return max(1024, 2 * window)
+    """Tokens per piece of a spread sample (``adaptk.data.sample.piece_tokens``)."""
+    from adaptk.data.sample import piece_tokens as pieces
+
+    return pieces(window)
 
 
 def text_ids(args, prefix: str, tokenizer, tokens: int | None = None, piece: int = 1024):

@@ -34,7 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "differ from the checkpoint's (recorded under 'resumed' in train_summary.json)")
     parser.add_argument("--log-every", type=int, default=25, help="health log interval (steps)")
     parser.add_argument("--ckpt-every", type=int, default=200, help="checkpoint interval (steps)")
-    parser.add_argument("--eval-batches", type=int, default=40, help="validation batches (of up to 8 windows)")
+    parser.add_argument("--eval-batches", type=int, default=40, help="validation batches (of up to 8 windows) of the training-time check and the "
+                             "card's routing statistics")
+    parser.add_argument("--heldout-tokens", type=int, default=16384,
+                        help="tokens per split of the card's valid and test perplexity: a spread sample over every "
+                             "document of the split, as `adaptk evaluate --sample spread` draws it")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep <out>/checkpoints after the run")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     g = parser.add_argument_group("routing controls")
@@ -74,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
         warmup_steps=args.warmup_steps, vocab_size=args.vocab_size, seed=args.seed, threads=args.threads,
         overwrite=args.overwrite, resume=args.resume, allow_changed_config=args.allow_changed_config, log_every=args.log_every, ckpt_every=args.ckpt_every,
-        eval_batches=args.eval_batches, keep_checkpoints=args.keep_checkpoints,
+        eval_batches=args.eval_batches, heldout_tokens=args.heldout_tokens,
+        keep_checkpoints=args.keep_checkpoints,
         progress=not args.no_progress, controls=controls,
     )
     from adaptk.train.loop import check_out

@@ -2,7 +2,7 @@
 
 from adaptk.data.corpus import CORPORA, SPLITS, Corpus, data_root, load_corpus, load_text, text_file_splits
 from adaptk.data.errors import CorpusError, DataNotFoundError, TextFileError
-from adaptk.data.sample import SAMPLES, spread_sample, spread_sample_documents
+from adaptk.data.sample import SAMPLES, piece_tokens, spread_sample, spread_sample_documents
 from adaptk.data.text import read_text_file
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "data_root",
     "load_corpus",
     "load_text",
+    "piece_tokens",
     "read_text_file",
     "spread_sample",
     "spread_sample_documents",

@@ -18,6 +18,12 @@ import numpy as np
 SAMPLES = ("first", "spread")
 
 
+def piece_tokens(window: int) -> int:
+    """Tokens per piece of a spread sample scored with ``window``-token windows: long enough that
+    most windows lie inside one piece."""
+    return max(1024, 2 * window)
+
+
 def even_shares(lengths: Sequence[int], total: int) -> list[int]:
     """Tokens taken from each document: ``min(length, cap)`` with the largest integer cap whose
     sum stays within ``total``, then the remainder one token each to the documents with room,

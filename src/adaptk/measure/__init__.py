@@ -3,11 +3,18 @@ measure (perplexity and routing counters of a policy).
 
 Below ``calibrate`` and ``evaluate`` (both use it); it imports only the engine adapter
 (``adaptk.patch``), ``routing``, ``stats`` and ``errors``. ``intervals``: paired confidence
-intervals of perplexity increases from per-token losses (pure functions).
+intervals of perplexity increases from per-token losses, and of one run's perplexity (pure functions).
 """
 
 from adaptk.measure.forward import Measured, measure
-from adaptk.measure.intervals import Interval, IntervalConfig, IntervalError, difference_interval, paired_interval
+from adaptk.measure.intervals import (
+    Interval,
+    IntervalConfig,
+    IntervalError,
+    difference_interval,
+    paired_interval,
+    perplexity_interval,
+)
 from adaptk.measure.perplexity import (
     PerplexityResult,
     TextTooShortError,
@@ -25,4 +32,4 @@ from adaptk.measure.perplexity import (
 __all__ = ["Interval", "IntervalConfig", "IntervalError", "Measured", "PerplexityResult", "TextTooShortError",
            "WindowConfig", "WindowTooLongError",
            "check_window", "default_window", "difference_interval", "kl_to_reference", "measure", "paired_interval",
-           "position_limit", "sliding_window_perplexity", "token_blocks", "trained_length"]
+           "perplexity_interval", "position_limit", "sliding_window_perplexity", "token_blocks", "trained_length"]

@@ -160,3 +160,23 @@ def difference_interval(base_loss: torch.Tensor, a_loss: torch.Tensor, b_loss: t
         se = _ratio_se([(sa, float(ea)), (sb, -float(eb))], c)
         lo, hi = est - z * se, est + z * se
     return Interval(est, lo, hi, cfg.level, cfg.method, len(c))
+
+
+def perplexity_interval(loss: torch.Tensor, blocks: torch.Tensor,
+                        cfg: IntervalConfig = IntervalConfig()) -> Interval:
+    """Perplexity ``exp(mean loss)`` of one run (not paired) with its interval over the blocks.
+    loss [T] per-token losses (NaN = not scored), blocks [T] block ids. ``estimate``, ``lo`` and
+    ``hi`` are perplexities here, not relative increases."""
+    s, c = block_sums(loss, blocks)
+    if len(c) < 2:
+        raise IntervalError(f"an interval needs at least 2 blocks of tokens, got {len(c)}; "
+                            "give more tokens or a smaller window")
+    est = float(np.exp(s.sum() / c.sum()))
+    if cfg.method == "bootstrap":
+        idx = resample_indices(len(c), cfg.n_boot, cfg.seed)
+        lo, hi = _percentiles(np.exp(s[idx].sum(1) / c[idx].sum(1)), cfg.level)
+    else:
+        z = NormalDist().inv_cdf(0.5 + cfg.level / 2)
+        m, se = s.sum() / c.sum(), _ratio_se([(s, 1.0)], c)
+        lo, hi = float(np.exp(m - z * se)), float(np.exp(m + z * se))
+    return Interval(est, lo, hi, cfg.level, cfg.method, len(c))

@@ -80,6 +80,7 @@ class TrainConfig:
     log_every: int = 25
     ckpt_every: int = 200
     eval_batches: int = 40
+    heldout_tokens: int = 16384  # per split, the model card's spread sample (adaptk.train.heldout)
     threads: int | None = None
     progress: bool = True
     stop_after: int | None = None  # stop (with a checkpoint) after this step; continue with resume
@@ -97,6 +98,9 @@ class TrainConfig:
         for name in ("steps", "batch_size", "seq_len", "log_every", "ckpt_every", "eval_batches"):
             if int(getattr(self, name)) < 1:
                 raise TrainConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.heldout_tokens) < 2:
+            raise TrainConfigError(f"heldout_tokens must be >= 2 (tokens per split of the card's held-out sample), "
+                                   f"got {self.heldout_tokens}")
         if self.lr <= 0:
             raise TrainConfigError(f"lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0:

@@ -22,6 +22,7 @@ from adaptk.train.config import TrainConfig
 from adaptk.train.controls import aux_free_bias_update
 from adaptk.train.errors import OutputExistsError, TrainConfigError
 from adaptk.train.health import CollapseDetector, LoadAccumulator, layer_health
+from adaptk.train.heldout import HeldoutSpec, heldout_corpora, heldout_results
 from adaptk.train.losses import entropy_regulariser, router_z_loss, switch_balance_loss
 from adaptk.train.presets import PRESETS, build_model
 from adaptk.train.router_wrap import RouterWrapper, RoutingState
@@ -50,6 +51,13 @@ def load_texts(cfg: TrainConfig) -> Texts:
     if cfg.corpus == "wikitext-2":
         load_corpus("wikitext-2", "train")  # raises the clear "never train on WikiText" error
     return Texts(load_corpus(cfg.corpus, "train"), load_corpus(cfg.corpus, "valid"))
+
+
+def _heldout_corpora(cfg: TrainConfig, texts: Texts) -> dict:
+    """The whole valid and test splits of the card's held-out perplexity (``adaptk.train.heldout``)."""
+    if cfg.text is not None:
+        return heldout_corpora(None, valid=texts.valid)
+    return heldout_corpora(None if cfg.text_files else cfg.corpus, cfg.text_files)
 
 
 def check_out(cfg: TrainConfig) -> None:
@@ -315,9 +323,11 @@ def train(cfg: TrainConfig) -> Path:
         finish_folder(out, RUN_KIND, before)
         return out
     valid = evaluate(model, valid_w, cfg.eval_batches, preset.moe)
+    heldout = heldout_results(model, tok, _heldout_corpora(cfg, texts),
+                              HeldoutSpec(window=cfg.seq_len, tokens=cfg.heldout_tokens))
     model.save_pretrained(str(out))
     write_card(out, cfg, model, texts, history, valid, warnings, train_time, len(train_w) * cfg.seq_len,
-               resumed=resumed, tokens_seen=tokens_seen)
+               resumed=resumed, tokens_seen=tokens_seen, heldout=heldout)
     if not cfg.keep_checkpoints:
         _remove_checkpoint(out)
     finish_folder(out, RUN_KIND, before)
