@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 
 from adaptk.errors import PolicyError
-from adaptk.routing.policies.base import Policy, freeze, pick_layer, register_policy
+from adaptk.routing.policies.base import Policy, check_k_values, freeze, pick_layer, register_policy
 
 _GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment (2^64 / golden ratio)
 _MIX = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
@@ -78,10 +78,7 @@ class RandomShares(Policy):
         object.__setattr__(self, "k_values", freeze(self.k_values))
         object.__setattr__(self, "shares", freeze(self.shares))
         kv = self.k_values
-        if not kv or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in kv):
-            raise PolicyError(f"k_values must be a non-empty list of integers >= 1, got {kv!r}")
-        if any(b <= a for a, b in zip(kv, kv[1:])):
-            raise PolicyError(f"k_values must be strictly increasing, got {list(kv)}")
+        check_k_values(kv)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise PolicyError(f"seed must be an integer >= 0, got {self.seed!r}")
         for i, row in enumerate(self._rows()):

@@ -70,6 +70,14 @@ def cached_thresholds(policy: Policy, key: tuple, values, device: torch.device) 
     return tau
 
 
+def check_k_values(kv: tuple) -> None:
+    """A policy's k values: a non-empty, strictly increasing tuple of integers >= 1."""
+    if not kv or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in kv):
+        raise PolicyError(f"k_values must be a non-empty list of integers >= 1, got {kv!r}")
+    if any(b <= a for a, b in zip(kv, kv[1:])):
+        raise PolicyError(f"k_values must be strictly increasing, got {list(kv)}")
+
+
 def freeze(value: Any) -> Any:
     """Lists (nested) as tuples, so that a frozen policy built from a policy file hashes and compares."""
     if isinstance(value, list | tuple):

@@ -15,6 +15,7 @@ from adaptk.routing.policies.base import (
     LOG_N_TOL,
     Policy,
     cached_thresholds,
+    check_k_values,
     freeze,
     pick_layer,
     register_policy,
@@ -43,10 +44,7 @@ class EntropyThreshold(Policy):
         object.__setattr__(self, "k_values", freeze(self.k_values))
         object.__setattr__(self, "thresholds", freeze(self.thresholds))
         kv = self.k_values
-        if not kv or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in kv):
-            raise PolicyError(f"k_values must be a non-empty list of integers >= 1, got {kv!r}")
-        if any(b <= a for a, b in zip(kv, kv[1:])):
-            raise PolicyError(f"k_values must be strictly increasing, got {list(kv)}")
+        check_k_values(kv)
         if not (isinstance(self.temperature, int | float) and self.temperature > 0):
             raise PolicyError(f"temperature must be > 0, got {self.temperature!r}")
         rows = self.thresholds if self._is_per_layer() else (self.thresholds,)
