@@ -133,14 +133,20 @@ def paired_interval(base_loss: torch.Tensor, cand_loss: torch.Tensor, blocks: to
     """Perplexity increase of the candidate over the baseline, ``exp(mean d) - 1``, with its
     interval. base_loss, cand_loss [T] per-token losses (NaN = not scored), blocks [T] block ids."""
     ((s, c),) = _paired(base_loss, [cand_loss], blocks)
-    est = float(np.expm1(s.sum() / c.sum()))
+    return _mean_interval(s, c, cfg, np.expm1)
+
+
+def _mean_interval(s: np.ndarray, c: np.ndarray, cfg: IntervalConfig, f) -> Interval:
+    """``f(mean loss)`` over blocks of loss sums s [B] and token counts c [B], with its interval
+    (bootstrap percentiles of f, or f of the block-SE bounds of the mean: f is increasing)."""
+    est = float(f(s.sum() / c.sum()))
     if cfg.method == "bootstrap":
         idx = resample_indices(len(c), cfg.n_boot, cfg.seed)
-        lo, hi = _percentiles(np.expm1(s[idx].sum(1) / c[idx].sum(1)), cfg.level)
+        lo, hi = _percentiles(f(s[idx].sum(1) / c[idx].sum(1)), cfg.level)
     else:
         z = NormalDist().inv_cdf(0.5 + cfg.level / 2)
         m, se = s.sum() / c.sum(), _ratio_se([(s, 1.0)], c)
-        lo, hi = float(np.expm1(m - z * se)), float(np.expm1(m + z * se))
+        lo, hi = float(f(m - z * se)), float(f(m + z * se))
     return Interval(est, lo, hi, cfg.level, cfg.method, len(c))
 
 
@@ -171,12 +177,4 @@ def perplexity_interval(loss: torch.Tensor, blocks: torch.Tensor,
     if len(c) < 2:
         raise IntervalError(f"an interval needs at least 2 blocks of tokens, got {len(c)}; "
                             "give more tokens or a smaller window")
-    est = float(np.exp(s.sum() / c.sum()))
-    if cfg.method == "bootstrap":
-        idx = resample_indices(len(c), cfg.n_boot, cfg.seed)
-        lo, hi = _percentiles(np.exp(s[idx].sum(1) / c[idx].sum(1)), cfg.level)
-    else:
-        z = NormalDist().inv_cdf(0.5 + cfg.level / 2)
-        m, se = s.sum() / c.sum(), _ratio_se([(s, 1.0)], c)
-        lo, hi = float(np.exp(m - z * se)), float(np.exp(m + z * se))
-    return Interval(est, lo, hi, cfg.level, cfg.method, len(c))
+    return _mean_interval(s, c, cfg, np.exp)
